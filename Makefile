@@ -1,0 +1,39 @@
+# One command per check; CI runs `make test` (see .ci/run).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test style types lint-imports coverage bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: install if needed, then start the main job
+run: $(STAMP)
+	$(VENV)/bin/siko demo-keys
+
+## test: install if needed, then every check and the whole test suite
+test: $(STAMP) style types lint-imports
+	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q
+
+style: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+types: $(STAMP)
+	$(VENV)/bin/mypy
+
+lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+coverage: $(STAMP)
+	$(PY) -m pytest -q --cov=keys --cov-branch --cov-report=term-missing --cov-fail-under=100 tests/keys
+
+bench: $(STAMP)
+	$(PY) bench/seal.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,187 @@
+"""Canonical msgpack encoding and strict, bounded decoding of untrusted bytes.
+
+Everything that is signed or hashed is encoded with :func:`encode`, which has exactly
+one output for a given value:
+
+* allowed types: ``None``, ``bool``, ``int`` (-2**63 .. 2**64-1), ``str`` (UTF-8),
+  ``bytes`` (msgpack bin), ``list`` and ``dict`` with ``str`` keys; no floats, no
+  extension types;
+* every integer, string, bin, array and map header in its shortest form (what msgpack
+  itself writes);
+* map entries sorted by the UTF-8 bytes of their keys.
+
+:func:`decode` is the only door from untrusted bytes to values. It refuses input
+larger than ``max_bytes`` before parsing, bounds every length and the nesting depth,
+refuses floats and extension types, and finally re-encodes the value and requires the
+result to equal the input. That last step rejects every non-canonical form (unsorted or
+duplicate map keys, over-long integers or headers, trailing bytes), so two different
+byte strings never decode to the same signed value.
+
+The ``expect_*`` helpers check the shape of decoded values with exact types
+(``True`` is not an ``int`` here) and raise :class:`MalformedInput` naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, TypeAlias
+
+import msgpack
+
+from keys.errors import LimitExceeded, MalformedInput
+
+Value: TypeAlias = bool | int | str | bytes | list["Value"] | dict[str, "Value"] | None
+
+#: Default bound on nesting: no record of the protocol is deeper than this.
+MAX_DEPTH: Final = 8
+#: Default bound on the number of entries of one array or map.
+MAX_ITEMS: Final = 1024
+
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+
+
+def encode(value: Value) -> bytes:
+    """Return the one canonical msgpack encoding of ``value``.
+
+    Raises:
+        MalformedInput: ``value`` holds a type the canonical form does not allow.
+    """
+    return msgpack.packb(_canonical(value, 0), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_depth: int = MAX_DEPTH,
+    max_items: int = MAX_ITEMS,
+) -> Value:
+    """Decode canonical msgpack ``data`` under the given bounds.
+
+    Raises:
+        LimitExceeded: ``data`` is longer than ``max_bytes``, or nests deeper than
+            ``max_depth``, or holds an array or map of more than ``max_items`` entries.
+        MalformedInput: anything else that is not one canonical msgpack value.
+    """
+    if type(data) is not bytes:
+        raise MalformedInput("expected bytes")
+    if len(data) > max_bytes:
+        raise LimitExceeded("encoded size in bytes", max_bytes)
+    value = _unpack(data, max_bytes=max_bytes, max_items=max_items)
+    _check_tree(value, 0, max_depth)
+    if encode(value) != data:
+        raise MalformedInput("not in canonical form")
+    return value
+
+
+def _unpack(data: bytes, *, max_bytes: int, max_items: int) -> Value:
+    try:
+        return msgpack.unpackb(  # type: ignore[no-any-return]
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=max_bytes,
+            max_bin_len=max_bytes,
+            max_array_len=max_items,
+            max_map_len=max_items,
+            max_ext_len=0,
+        )
+    except msgpack.ExtraData:
+        raise MalformedInput("trailing bytes after the value") from None
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+        raise MalformedInput("not a valid msgpack value") from None
+
+
+def _canonical(value: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise LimitExceeded("nesting depth", MAX_DEPTH)
+    kind = type(value)
+    if value is None or kind in (bool, str, bytes):
+        return value
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise MalformedInput("integer out of range")
+        return value
+    if kind is list or kind is tuple:
+        return [_canonical(item, depth + 1) for item in value]
+    if kind is dict:
+        if any(type(key) is not str for key in value):
+            raise MalformedInput("map keys must be strings")
+        ordered = sorted(value, key=lambda key: key.encode("utf-8"))
+        return {key: _canonical(value[key], depth + 1) for key in ordered}
+    raise MalformedInput(f"type {kind.__name__} has no canonical encoding")
+
+
+def _check_tree(value: Any, depth: int, max_depth: int) -> None:
+    if depth > max_depth:
+        raise LimitExceeded("nesting depth", max_depth)
+    kind = type(value)
+    if kind is list:
+        for item in value:
+            _check_tree(item, depth + 1, max_depth)
+    elif kind is dict:
+        for item in value.values():
+            _check_tree(item, depth + 1, max_depth)
+    elif not (value is None or kind in (bool, int, str, bytes)):
+        raise MalformedInput(f"type {kind.__name__} is not allowed")
+
+
+# -- shape checks for decoded values ---------------------------------------------------
+
+
+def expect_map(
+    value: Value,
+    what: str,
+    *,
+    required: Mapping[str, type],
+    optional: Mapping[str, type] | None = None,
+) -> dict[str, Any]:
+    """Check that ``value`` is a map with exactly these keys and exact value types.
+
+    ``required`` keys must be present; ``optional`` keys may be; no other key is
+    allowed, so a record cannot smuggle unsigned or unknown fields.
+    """
+    if type(value) is not dict:
+        raise MalformedInput(f"{what}: expected a map")
+    allowed = {**required, **(optional or {})}
+    for key in value:
+        if key not in allowed:
+            raise MalformedInput(f"{what}: unknown field {key!r}")
+    for key in required:
+        if key not in value:
+            raise MalformedInput(f"{what}: missing field {key!r}")
+    for key, item in value.items():
+        if type(item) is not allowed[key]:
+            raise MalformedInput(f"{what}.{key}: expected {allowed[key].__name__}")
+    return value
+
+
+def expect_bytes(value: Any, what: str, *, size: int | None = None, max_size: int = 0) -> bytes:
+    """Check ``value`` is bytes of exactly ``size`` bytes, or at most ``max_size``."""
+    if type(value) is not bytes:
+        raise MalformedInput(f"{what}: expected bytes")
+    if size is not None and len(value) != size:
+        raise MalformedInput(f"{what}: expected {size} bytes")
+    if max_size and len(value) > max_size:
+        raise LimitExceeded(f"{what}: length in bytes", max_size)
+    return value
+
+
+def expect_int(value: Any, what: str, *, low: int, high: int) -> int:
+    """Check ``value`` is an int (not a bool) within ``low .. high`` inclusive."""
+    if type(value) is not int:
+        raise MalformedInput(f"{what}: expected an integer")
+    if not low <= value <= high:
+        raise MalformedInput(f"{what}: out of range {low}..{high}")
+    return value
+
+
+def expect_list(value: Any, what: str, *, max_items: int) -> list[Any]:
+    """Check ``value`` is a list of at most ``max_items`` entries."""
+    if type(value) is not list:
+        raise MalformedInput(f"{what}: expected a list")
+    if len(value) > max_items:
+        raise LimitExceeded(f"{what}: number of entries", max_items)
+    return value
