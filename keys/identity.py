@@ -149,6 +149,19 @@ class Identity:
             KemPrivate.generate(suite),
         )
 
+    @classmethod
+    def from_raw_keys(
+        cls, agency: str, suite: Suite, created: int, *, signing_key: bytes, kem_key: bytes
+    ) -> Identity:
+        """Rebuild an identity from raw private keys (key files and test vectors only)."""
+        return cls(
+            AgencyId(agency), suite, created, SigningKey(signing_key), KemPrivate(suite, kem_key)
+        )
+
+    def private_keys(self) -> tuple[bytes, bytes]:
+        """The raw (signing, encryption) private keys, for key files and test vectors."""
+        return self.signing.raw(), self.kem.raw()
+
     @property
     def key_id(self) -> KeyId:
         """The key id of this identity's card."""

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from keys import _suites, codec, labels
-from keys._suites import KemPrivate, SigningKey
 from keys.errors import (
     DecryptionFailed,
     InvalidSignature,
@@ -110,7 +109,8 @@ def lock_identity(
         "kdf": record,
         "nonce": nonce,
     }
-    private = codec.encode({"sig_sk": identity.signing.raw(), "kem_sk": identity.kem.raw()})
+    signing_key, kem_key = identity.private_keys()
+    private = codec.encode({"sig_sk": signing_key, "kem_sk": kem_key})
     ct = _suites.aead_seal(_derive(secret, record), nonce, private, _aad(public))
     return codec.encode({**public, "ct": ct})
 
@@ -278,12 +278,12 @@ def _identity_from(private: bytes, card: AgencyCard) -> Identity:
         "private keys",
         required={"sig_sk": bytes, "kem_sk": bytes},
     )
-    return Identity(
+    return Identity.from_raw_keys(
         card.agency,
         card.suite,
         card.created,
-        SigningKey(record["sig_sk"]),
-        KemPrivate(card.suite, record["kem_sk"]),
+        signing_key=record["sig_sk"],
+        kem_key=record["kem_sk"],
     )
 
 
