@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 
 ## run: install if needed, then start the main job
 run: $(STAMP)
-	$(VENV)/bin/siko demo-keys
+	$(VENV)/bin/siko keys demo
 
 ## test: install if needed, then every check and the whole test suite
 test: $(STAMP) style types lint-imports
