@@ -39,6 +39,7 @@ from keys.errors import (
     LimitExceeded,
     MalformedInput,
     NotARecipient,
+    OutsideTimeWindow,
     WrongKey,
     WrongPassphrase,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "NotARecipient",
     "Note",
     "OpenedNote",
+    "OutsideTimeWindow",
     "Recipient",
     "SourceReliability",
     "Suite",

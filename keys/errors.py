@@ -5,7 +5,8 @@ package in one clause and nothing else::
 
     KeysError
     ├── MalformedInput        bytes or values that do not have the required structure
-    │   └── LimitExceeded     a size, length, count or depth limit was hit
+    │   ├── LimitExceeded     a size, length, count or depth limit was hit
+    │   └── OutsideTimeWindow a signed time is too far from now
     ├── InvalidSignature      a signature does not verify (opaque: no detail, ever)
     ├── DecryptionFailed      a ciphertext or wrapped key does not open (opaque)
     ├── InvalidProof          a Merkle proof or checkpoint does not verify
@@ -33,6 +34,7 @@ __all__ = [
     "LimitExceeded",
     "MalformedInput",
     "NotARecipient",
+    "OutsideTimeWindow",
     "WrongKey",
     "WrongPassphrase",
 ]
@@ -66,6 +68,13 @@ class LimitExceeded(MalformedInput):
 
     def __str__(self) -> str:
         return f"limit exceeded: {self.what} (at most {self.limit})"
+
+
+class OutsideTimeWindow(MalformedInput):
+    """A signed creation time lies outside the accepted window around now."""
+
+    def __str__(self) -> str:
+        return f"outside the time window: {self.what}"
 
 
 class InvalidSignature(KeysError):

@@ -38,3 +38,16 @@ HPKE_INFO_CONTENT_KEY: Final = b"siko-hub/v1 content key\x00"
 # AEAD associated data prefixes.
 AAD_BODY: Final = b"siko-hub/v1 body\x00"
 AAD_KEYFILE: Final = b"siko-hub/v1 identity file\x00"
+
+# -- Transparency log (keys/merkle.py, keys/checkpoint.py) ---------------------------
+# These bytes are fixed by external specifications, not chosen by siko-hub, so unlike
+# the labels above they carry no NUL terminator: RFC 9162 section 2.1.1 hash prefixes,
+# and the C2SP signed-note signature type of Ed25519 (c2sp.org/signed-note).
+MERKLE_LEAF_PREFIX: Final = b"\x00"
+MERKLE_NODE_PREFIX: Final = b"\x01"
+NOTE_SIG_TYPE_ED25519: Final = b"\x01"
+
+# -- HTTP request signatures (RFC 9421; keys/httpsig.py) ------------------------------
+# The application tag (RFC 9421 section 2.3 ``tag`` parameter) of every request
+# signature; a signature with any other tag, or none, is refused.
+HTTPSIG_TAG: Final = "siko-hub"
