@@ -44,6 +44,7 @@ __all__ = [
     "check_content_digest",
     "content_digest",
     "new_nonce",
+    "peek_keyid_unverified",
     "sign_request",
     "signature_base",
     "signature_params",
@@ -215,6 +216,18 @@ def verify_request(
     if not hmac.compare_digest(expected, sha256(body)):
         raise InvalidSignature
     return VerifiedRequest(keyid=keyid, created=created, nonce=nonce, covered=covered)
+
+
+def peek_keyid_unverified(headers: Mapping[str, str], *, label: str = DEFAULT_LABEL) -> str:
+    """The keyid a request claims, before any check of its signature.
+
+    Lets an asynchronous verifier fetch the key first, then call :func:`verify_request`
+    with a lookup that answers for this keyid only. Raises as :func:`verify_request`
+    does for malformed headers.
+    """
+    found = _read_headers(headers)
+    _, params = _read_signature_input(found["signature-input"], _check_label(label))
+    return _check_params(params)[2]
 
 
 # -- checks and parsing -------------------------------------------------------------

@@ -578,3 +578,10 @@ def test_round_trip_property(body: bytes, method: str, path: str, drift: int) ->
     uri = f"https://hub.example/{path}"
     headers = sign(method=method, target_uri=uri, body=body, nonce=httpsig.new_nonce())
     verify(headers, method=method, target_uri=uri, body=body, now=NOW + drift)
+
+
+def test_peek_keyid_unverified_names_the_claimed_key_before_any_check() -> None:
+    headers = sign()
+    assert httpsig.peek_keyid_unverified(headers) == PARAMS["keyid"]
+    with pytest.raises(MalformedInput, match="header missing"):
+        httpsig.peek_keyid_unverified({})
