@@ -41,13 +41,19 @@ _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
 
 
-def encode(value: Value) -> bytes:
+def encode(value: Value, *, max_depth: int = MAX_DEPTH) -> bytes:
     """Return the one canonical msgpack encoding of ``value``.
 
     Raises:
-        MalformedInput: ``value`` holds a type the canonical form does not allow.
+        MalformedInput: ``value`` holds a type the canonical form does not allow, or
+            text that is not valid Unicode (a lone surrogate).
+        LimitExceeded: ``value`` nests deeper than ``max_depth``.
     """
-    return msgpack.packb(_canonical(value, 0), use_bin_type=True)  # type: ignore[no-any-return]
+    try:
+        tree = _canonical(value, 0, max_depth)
+        return msgpack.packb(tree, use_bin_type=True)  # type: ignore[no-any-return]
+    except UnicodeEncodeError:
+        raise MalformedInput("text is not valid Unicode (lone surrogate)") from None
 
 
 def decode(
@@ -70,7 +76,7 @@ def decode(
         raise LimitExceeded("encoded size in bytes", max_bytes)
     value = _unpack(data, max_bytes=max_bytes, max_items=max_items)
     _check_tree(value, 0, max_depth)
-    if encode(value) != data:
+    if encode(value, max_depth=max_depth) != data:
         raise MalformedInput("not in canonical form")
     return value
 
@@ -90,13 +96,19 @@ def _unpack(data: bytes, *, max_bytes: int, max_items: int) -> Value:
         )
     except msgpack.ExtraData:
         raise MalformedInput("trailing bytes after the value") from None
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError):
+    except msgpack.StackError:
+        raise LimitExceeded("nesting depth", MAX_DEPTH) from None
+    except ValueError as exc:
+        if "exceeds max_array_len" in str(exc) or "exceeds max_map_len" in str(exc):
+            raise LimitExceeded("number of entries of an array or map", max_items) from None
+        raise MalformedInput("not a valid msgpack value") from None
+    except (TypeError, msgpack.UnpackException, RecursionError):
         raise MalformedInput("not a valid msgpack value") from None
 
 
-def _canonical(value: Any, depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise LimitExceeded("nesting depth", MAX_DEPTH)
+def _canonical(value: Any, depth: int, max_depth: int) -> Any:
+    if depth > max_depth:
+        raise LimitExceeded("nesting depth", max_depth)
     kind = type(value)
     if value is None or kind in (bool, str, bytes):
         return value
@@ -105,12 +117,12 @@ def _canonical(value: Any, depth: int) -> Any:
             raise MalformedInput("integer out of range")
         return value
     if kind is list or kind is tuple:
-        return [_canonical(item, depth + 1) for item in value]
+        return [_canonical(item, depth + 1, max_depth) for item in value]
     if kind is dict:
         if any(type(key) is not str for key in value):
             raise MalformedInput("map keys must be strings")
         ordered = sorted(value, key=lambda key: key.encode("utf-8"))
-        return {key: _canonical(value[key], depth + 1) for key in ordered}
+        return {key: _canonical(value[key], depth + 1, max_depth) for key in ordered}
     raise MalformedInput(f"type {kind.__name__} has no canonical encoding")
 
 

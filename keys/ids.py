@@ -25,6 +25,7 @@ from keys.errors import MalformedInput
 __all__ = ["AgencyId", "ChannelId", "KeyId", "MessageId"]
 
 _SLUG: Final = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+_HEX32: Final = re.compile(r"[0-9a-f]{32}")
 SLUG_MIN: Final = 3
 SLUG_MAX: Final = 63
 ID_BYTES: Final = 16
@@ -72,12 +73,10 @@ class _Id16(bytes):
 
     @classmethod
     def from_hex(cls, text: str) -> Self:
-        """Parse the 32-hex-digit text form."""
-        try:
-            raw = bytes.fromhex(text)
-        except (ValueError, TypeError):
-            raise MalformedInput(f"{cls._kind}: expected {2 * ID_BYTES} hex digits") from None
-        return cls(raw)
+        """Parse the text form: exactly 32 lower-case hex digits, nothing else."""
+        if not isinstance(text, str) or not _HEX32.fullmatch(text):
+            raise MalformedInput(f"{cls._kind}: expected {2 * ID_BYTES} lower-case hex digits")
+        return cls(bytes.fromhex(text))
 
     def __str__(self) -> str:
         return self.hex()

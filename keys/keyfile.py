@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,9 @@ MIN_PASSPHRASE_CHARS: Final = 8
 SALT_BYTES: Final = 16
 #: Upper bounds on parameters read from a file: a hostile file must not make us
 #: allocate gigabytes or spin for minutes before the passphrase check.
-MAX_MEMORY_KIB: Final = 1024 * 1024
-MAX_ITERATIONS: Final = 16
-MAX_LANES: Final = 16
+MAX_MEMORY_KIB: Final = 256 * 1024
+MAX_ITERATIONS: Final = 10
+MAX_LANES: Final = 8
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,12 @@ def lock_identity(
         MalformedInput: the passphrase is shorter than ``MIN_PASSPHRASE_CHARS``.
     """
     secret = _normalise(passphrase)
-    if len(passphrase) < MIN_PASSPHRASE_CHARS:
+    if len(secret.decode("utf-8")) < MIN_PASSPHRASE_CHARS:
         raise MalformedInput(f"passphrase: use at least {MIN_PASSPHRASE_CHARS} characters")
+    if salt is not None:
+        codec.expect_bytes(salt, "salt", size=SALT_BYTES)
+    if nonce is not None:
+        codec.expect_bytes(nonce, "nonce", size=_suites.AEAD_NONCE)
     record = _kdf_record(kdf or KdfParams(), salt or _suites.random_bytes(SALT_BYTES))
     nonce = nonce or _suites.random_bytes(_suites.AEAD_NONCE)
     public: dict[str, codec.Value] = {
@@ -177,9 +182,10 @@ def load_card(path: Path) -> AgencyCard:
 def write_new_file(path: Path, data: bytes, *, mode: int) -> None:
     """Create ``path`` holding ``data`` atomically with ``mode``; refuse if it exists."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp: str | None = None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -190,8 +196,9 @@ def write_new_file(path: Path, data: bytes, *, mode: int) -> None:
     except OSError as exc:
         raise KeyFileError(path, f"cannot write: {exc.strerror}") from None
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 # -- internals ----------------------------------------------------------------------
@@ -232,7 +239,7 @@ def _parse(data: bytes, source: str) -> tuple[dict[str, Any], IdentityFileInfo]:
     try:
         return _parse_fields(data)
     except (MalformedInput, InvalidSignature) as exc:
-        detail = f": {exc.what}" if isinstance(exc, MalformedInput) else ""
+        detail = f" ({exc})" if isinstance(exc, MalformedInput) else ""
         raise KeyFileError(
             source, f"not a siko identity file, or it is truncated or damaged{detail}"
         ) from None
