@@ -208,7 +208,10 @@ def _normalise(passphrase: str) -> bytes:
     """NFC-normalised UTF-8, so the same typed passphrase works on every system."""
     if not isinstance(passphrase, str):
         raise MalformedInput("passphrase: expected text")
-    return unicodedata.normalize("NFC", passphrase).encode("utf-8")
+    try:
+        return unicodedata.normalize("NFC", passphrase).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedInput("passphrase: not valid Unicode text") from None
 
 
 def _kdf_record(params: KdfParams, salt: bytes) -> dict[str, codec.Value]:

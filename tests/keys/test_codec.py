@@ -232,7 +232,7 @@ def test_encode_bounds_nesting() -> None:
 
 @pytest.mark.parametrize("value", ["\ud800", "ok\udfff", {"\ud800": 1}, ["\udc80"]], ids=ascii)
 def test_encode_refuses_lone_surrogates_with_malformed_input(value: Any) -> None:
-    # Regression (fixed; keys/codec.py, encode/_canonical): a str holding a lone surrogate has no UTF-8
+    # Regression (fixed; keys/codec.py, encode): a str holding a lone surrogate has no UTF-8
     # form, so it has no canonical encoding; encode() lets msgpack's (or str.encode's)
     # UnicodeEncodeError escape instead of raising MalformedInput. That breaks the
     # promise "every error is a KeysError" (keys/__init__.py): e.g. note text arriving

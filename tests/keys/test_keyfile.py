@@ -435,7 +435,7 @@ def test_oversize_bytes_are_refused(locked: bytes) -> None:
 
 @pytest.mark.parametrize("oversize", ["file", "card"])
 def test_limit_errors_name_the_limit(locked: bytes, oversize: str) -> None:
-    # Regression (fixed; keys/keyfile.py, _parse): the detail is built from ``exc.what``, which for a
+    # Regression (fixed; keys/keyfile.py, _parse): the detail was built from ``exc.what``; for a
     # LimitExceeded drops both the word "limit" and the limit itself, so the user reads
     # "identity file: not a siko identity file, or it is truncated or damaged: encoded
     # size in bytes" (or "...: card: length in bytes") -- no "too large", no "at most
@@ -553,7 +553,7 @@ def test_save_identity_into_a_missing_directory(tmp_path: Path, small: Identity)
 
 
 def test_save_identity_with_a_stale_temporary_file(tmp_path: Path, small: Identity) -> None:
-    # Regression (fixed; keys/keyfile.py, write_new_file): the temporary file has a predictable name,
+    # Regression (fixed; keys/keyfile.py, write_new_file): the temporary file had a fixed name,
     # ".<name>.<pid>.tmp", opened with O_EXCL. If one is left over (a crash or power
     # loss during an earlier save; pids repeat, e.g. a CLI that runs as pid 1 in a
     # container), saving reports "<path>: already exists; choose another name or move it
@@ -668,3 +668,9 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_passphrase_with_a_lone_surrogate_is_refused_clearly() -> None:
+    identity = Identity.generate("pp-duisburg", suite=keys.Suite.X25519)
+    with pytest.raises(MalformedInput, match="not valid Unicode"):
+        lock_identity(identity, "passphrase\udc80", kdf=KdfParams(1024, 1, 1))
