@@ -23,7 +23,7 @@ import json
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Final, Self
@@ -46,6 +46,9 @@ from keys import httpsig
 from keys.identity import Identity
 
 __all__ = ["IDEMPOTENT_METHODS", "Response", "Transport", "backoff_delay", "unix_seconds"]
+
+#: Query parameters: a mapping, or pairs when a name repeats (``cursor=a:1&cursor=b:2``).
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
 
 MAX_BODY: Final = 16 * 1024 * 1024  # bytes of a response body or WebSocket message
 MAX_ITEMS: Final = 100_000  # elements of one msgpack array or map
@@ -161,7 +164,7 @@ class Transport:
         body: bytes = b"",
         content_type: str | None = None,
         accept: str = "application/msgpack",
-        params: Mapping[str, str] | None = None,
+        params: Params | None = None,
         idempotent: bool | None = None,
     ) -> Response:
         """Send a signed request; return its 2xx answer or raise a :class:`ClientError`."""
@@ -182,7 +185,7 @@ class Transport:
 
     @asynccontextmanager
     async def websocket(
-        self, path: str, *, params: Mapping[str, str] | None = None
+        self, path: str, *, params: Params | None = None
     ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
         """A signed WebSocket upgrade (a GET with an empty body); closed on leaving.
 
@@ -206,10 +209,11 @@ class Transport:
             raise RuntimeError("use the transport as `async with Transport(...) as transport`")
         return self._session
 
-    def _target(self, path: str, params: Mapping[str, str] | None) -> str:
+    def _target(self, path: str, params: Params | None) -> str:
         if not _PATH.fullmatch(path):
             raise ValueError(f"path {path!r}: expected '/' then percent-encoded path characters")
-        query = urlencode(list(params.items()), quote_via=quote, safe="") if params else ""
+        pairs = list(params.items()) if isinstance(params, Mapping) else list(params or ())
+        query = urlencode(pairs, quote_via=quote, safe="") if pairs else ""
         target = self._base + path + (f"?{query}" if query else "")
         if len(target) > httpsig.MAX_TARGET_URI:
             raise ValueError(f"target URI longer than {httpsig.MAX_TARGET_URI} characters")

@@ -1,0 +1,185 @@
+"""/v1/channels/{channel}/notes: post sealed notes, page through them, acknowledge, receipts.
+
+A post is accepted only when every rule of :func:`hub.policy.check_post` holds and the
+envelope's signature verifies against the sender's current card; then it is appended
+once per message id (a retry returns the first result). The roster version seen by the
+checks is part of the append, so a membership change between check and append cannot
+let a note through to the wrong readers.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+from hub import policy, wire
+from hub.auth import CALLER, Caller
+from hub.errors import (
+    BadEnvelopeSignature,
+    BadRequest,
+    MalformedEnvelope,
+    RosterChanged,
+    SenderMismatch,
+    TooLarge,
+)
+from hub.records import ChannelRecord, Role
+from hub.state import DIRECTORY, SETTINGS, STORE
+from hub.store import AppendResult
+from keys import (
+    Envelope,
+    KeysError,
+    LimitExceeded,
+    MessageId,
+    WrongKey,
+    now_ms,
+    verify_envelope,
+)
+
+routes = web.RouteTableDef()
+
+ENVELOPE_TYPE: Final = "application/vnd.siko.envelope"
+STREAM_ID_CHARS: Final = frozenset("0123456789-")
+
+
+def parse_stream_id(text: str, what: str = "cursor") -> str:
+    """A Redis stream id ``<ms>-<seq>``, checked before it reaches Redis."""
+    ms, dash, seq = text.partition("-")
+    if not dash or not ms.isdigit() or not seq.isdigit() or len(text) > 41:
+        raise BadRequest(f"{what} must be a stream id like 1764100000000-0")
+    return f"{int(ms)}-{int(seq)}"
+
+
+def _envelope_from(body: bytes, limit: int) -> Envelope:
+    if len(body) > limit:
+        raise TooLarge(f"envelope larger than this hub's limit of {limit} bytes")
+    try:
+        return Envelope.parse(body, max_bytes=limit)
+    except LimitExceeded as exc:
+        raise TooLarge(str(exc)) from None
+    except KeysError as exc:
+        raise MalformedEnvelope(str(exc)) from None
+
+
+async def _check_and_append(
+    request: web.Request, caller: Caller, envelope: Envelope, body: bytes
+) -> AppendResult:
+    store, directory = request.app[STORE], request.app[DIRECTORY]
+    record, version = await store.get_channel(request.match_info["channel"])
+    readers = [await directory.agency(a) for a in sorted(record.readers())]
+    reader_keys = {r.agency: r.current_key for r in readers}
+    policy.check_post(record, caller.record, envelope.header, reader_keys)
+    return await store.append_note(
+        record,
+        version,
+        message_id=bytes(envelope.header.message_id),
+        sender=caller.agency,
+        digest_hex=envelope.digest().hex(),
+        envelope=body,
+        now_ms=now_ms(),
+    )
+
+
+@routes.post("/v1/channels/{channel}/notes")
+async def post_note(request: web.Request) -> web.Response:
+    """Accept a sealed note for the channel's readers."""
+    caller = request[CALLER]
+    if request.content_type != ENVELOPE_TYPE:
+        raise BadRequest(f"send the sealed envelope as {ENVELOPE_TYPE}")
+    body = await request.read()
+    envelope = _envelope_from(body, request.app[SETTINGS].max_envelope_bytes)
+    try:
+        verify_envelope(envelope, caller.card)
+    except WrongKey:
+        raise SenderMismatch(
+            f"envelope is from {envelope.header.sender}; seal with the caller's current key"
+        ) from None
+    except KeysError:
+        raise BadEnvelopeSignature("the envelope is not exactly what its sender signed") from None
+    try:
+        result = await _check_and_append(request, caller, envelope, body)
+    except RosterChanged:
+        # The roster moved between check and append: check again against the new one.
+        result = await _check_and_append(request, caller, envelope, body)
+    answer = {
+        "channel": str(envelope.header.channel),
+        "message_id": str(envelope.header.message_id),
+        "stream_id": result.stream_id,
+        "duplicate": result.duplicate,
+    }
+    return wire.respond(request, answer, status=200 if result.duplicate else 201)
+
+
+async def _channel_for(request: web.Request, role: Role) -> ChannelRecord:
+    record, _ = await request.app[STORE].get_channel(request.match_info["channel"])
+    policy.require_role(record, request[CALLER].record, role)
+    return record
+
+
+@routes.get("/v1/channels/{channel}/notes")
+async def page_notes(request: web.Request) -> web.Response:
+    """Notes after a cursor, oldest first; ``next`` is the cursor for the next page."""
+    record = await _channel_for(request, Role.READ)
+    after = parse_stream_id(request.query.get("after", "0-0"))
+    limit_text = request.query.get("limit", "100")
+    page_max = request.app[SETTINGS].page_limit_max
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= page_max:
+        raise BadRequest(f"limit must be 1-{page_max}")
+    notes = await request.app[STORE].read_after(str(record.channel), after, int(limit_text))
+    return wire.respond(
+        request,
+        {
+            "channel": str(record.channel),
+            "notes": [{"id": n.stream_id, "envelope": n.envelope} for n in notes],
+            "next": notes[-1].stream_id if notes else after,
+        },
+    )
+
+
+@routes.post("/v1/channels/{channel}/reads")
+async def post_read(request: web.Request) -> web.Response:
+    """Acknowledge reading up to a stream id: moves the agency's read position."""
+    record = await _channel_for(request, Role.READ)
+    stream_id = parse_stream_id(wire.field(await wire.read_map(request), "id", str), "id")
+    caller = request[CALLER]
+    position = await request.app[STORE].advance_read(str(record.channel), caller.agency, stream_id)
+    return wire.respond(request, {"channel": str(record.channel), "position": position})
+
+
+@routes.get("/v1/channels/{channel}/notes/{message_id}/receipts")
+async def get_receipts(request: web.Request) -> web.Response:
+    """Which readers have read a note (their read position reached it)."""
+    record, _ = await request.app[STORE].get_channel(request.match_info["channel"])
+    caller = request[CALLER]
+    if not record.roles_of(caller.agency):
+        policy.require_role(record, caller.record, Role.READ)
+    try:
+        message_id = MessageId.from_hex(request.match_info["message_id"])
+    except KeysError as exc:
+        raise BadRequest(str(exc)) from None
+    store = request.app[STORE]
+    stream_id = await store.find_message(str(record.channel), str(message_id))
+    if stream_id is None:
+        raise web.HTTPNotFound
+    positions = await store.read_positions(str(record.channel))
+    read_by = sorted(a for a in record.readers() if _reached(positions.get(a), stream_id))
+    return wire.respond(
+        request,
+        {
+            "message_id": str(message_id),
+            "stream_id": stream_id,
+            "read_by": read_by,
+            "unread_by": sorted(str(a) for a in record.readers() if a not in read_by),
+        },
+    )
+
+
+def _reached(position: str | None, stream_id: str) -> bool:
+    if position is None:
+        return False
+
+    def key(text: str) -> tuple[int, int]:
+        ms, _, seq = text.partition("-")
+        return int(ms), int(seq)
+
+    return key(position) >= key(stream_id)

@@ -1,0 +1,119 @@
+"""``build_app(settings)``: routes, middlewares, typed state and paired lifecycles.
+
+Each resource has one ``cleanup_ctx`` generator that creates it and, after ``yield``,
+releases it, in reverse order on shutdown: the Redis connection (starting the embedded
+``redis-server`` first when no URL is configured), the directory with the first
+administrators, and the live feeds. On shutdown the hub first answers new requests with
+503 ``shutting-down`` and tells every subscriber to reconnect; requests in flight finish
+(aiohttp waits for them up to ``shutdown_grace_s``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from hub import api_channels, api_directory, api_notes, live, metrics, openapi
+from hub.auth import AUTHENTICATOR, Authenticator, auth_middleware
+from hub.bootstrap import register_first_admins
+from hub.config import Settings
+from hub.directory import Directory
+from hub.embedded import EmbeddedRedis
+from hub.errors import ShuttingDown
+from hub.feeds import Feeds
+from hub.metrics import METRICS, SHUTTING_DOWN, Metrics, metrics_middleware
+from hub.problems import problems_middleware
+from hub.state import DIRECTORY, SETTINGS, STORE
+from hub.store import Store
+
+log = logging.getLogger("hub")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def shutdown_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse new work while shutting down, so a load balancer moves it elsewhere."""
+    if request.app[SHUTTING_DOWN]["now"] and request.path not in ("/healthz", "/readyz"):
+        raise ShuttingDown("this hub is shutting down; retry, another replica will answer")
+    return await handler(request)
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    embedded = None
+    url = settings.redis_url
+    if url is None:
+        embedded = EmbeddedRedis(
+            settings.data_dir / "redis",
+            binary=settings.redis_server,
+            appendfsync=settings.appendfsync,
+        )
+        url = await embedded.start()
+        log.info("embedded redis-server started on 127.0.0.1:%d", embedded.port)
+    store = Store.connect(url)
+    app[STORE] = store
+    app[DIRECTORY] = Directory(store)
+    app[AUTHENTICATOR] = Authenticator(
+        app[DIRECTORY], store, settings.base_url, settings.clock_skew_s
+    )
+    try:
+        await register_first_admins(store, settings.admin_cards)
+        yield
+    finally:
+        await store.close()
+        if embedded is not None:
+            await embedded.stop()
+
+
+async def _feeds(app: web.Application) -> AsyncIterator[None]:
+    app[live.FEEDS] = Feeds(app[STORE])
+    yield
+    await app[live.FEEDS].close()
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[SHUTTING_DOWN]["now"] = True
+    await live.close_all(app, "the hub is shutting down; reconnect and resume from your cursor")
+
+
+def build_app(settings: Settings) -> web.Application:
+    """The hub as an aiohttp application (not yet started)."""
+    app = web.Application(
+        middlewares=[metrics_middleware, problems_middleware, shutdown_guard, auth_middleware],
+        client_max_size=settings.max_envelope_bytes + 64 * 1024,
+    )
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[SHUTTING_DOWN] = {"now": False}
+    app[live.SOCKETS] = live.OpenSockets()
+    for table in (
+        metrics.routes,
+        api_directory.routes,
+        api_channels.routes,
+        api_notes.routes,
+        live.routes,
+        openapi.routes,
+    ):
+        app.add_routes(table)
+    app.cleanup_ctx.extend([_storage, _feeds])
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+def run(settings: Settings) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully."""
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log.info("starting siko hub: %s", settings.describe())
+    web.run_app(
+        build_app(settings),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_grace_s,
+        access_log=None,
+        print=None,
+    )

@@ -1,0 +1,202 @@
+"""/v1/subscribe: a WebSocket of notes, replayed from cursors, then live; and acks.
+
+The upgrade request is signed like every other request (:mod:`hub.auth`). Its query
+names each channel with the last stream id the client has: ``?cursor=<channel>:<id>``
+(repeatable; ``0-0`` for everything kept). Frames are msgpack maps, both ways:
+
+server -> client::
+
+    {"t": "note", "ch": channel, "id": stream id, "env": envelope bytes}
+    {"t": "live", "ch": channel}               replay done; what follows is live
+    {"t": "acked", "ch": channel, "pos": id}   answer to an ack
+    {"t": "error", "type": problem type, "detail": text}   then the socket closes
+    {"t": "reconnect", "detail": text}         then the socket closes (code 1012)
+
+client -> server::
+
+    {"t": "ack", "ch": channel, "id": stream id}
+
+Within one connection every channel's notes arrive in stream order, with no gap and
+no duplicate (see :mod:`hub.feeds`); after any disconnect the client resumes from the
+last id it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final
+
+import msgpack
+from aiohttp import WSMsgType, web
+
+from hub import policy
+from hub.api_notes import parse_stream_id
+from hub.auth import CALLER, Caller
+from hub.errors import BadRequest, HubError
+from hub.feeds import Feeds, Overflow, Subscriber
+from hub.records import Role
+from hub.state import STORE
+from hub.store import StoredNote
+
+log = logging.getLogger(__name__)
+
+FEEDS = web.AppKey("feeds", Feeds)
+
+
+class OpenSockets:
+    """The WebSockets this hub process has open, to close them on shutdown."""
+
+    def __init__(self) -> None:
+        self.all: set[web.WebSocketResponse] = set()
+
+
+SOCKETS = web.AppKey("sockets", OpenSockets)
+MAX_CHANNELS: Final = 64
+REPLAY_PAGE: Final = 500
+CLOSE_SERVICE_RESTART: Final = 1012
+
+routes = web.RouteTableDef()
+
+
+def _cursors(request: web.Request) -> dict[str, str]:
+    values = request.query.getall("cursor", [])
+    if not values or len(values) > MAX_CHANNELS:
+        raise BadRequest(f"give 1-{MAX_CHANNELS} cursors as ?cursor=<channel>:<stream id>")
+    cursors: dict[str, str] = {}
+    for value in values:
+        channel, colon, stream_id = value.partition(":")
+        if not colon or channel in cursors:
+            raise BadRequest("each cursor is <channel>:<stream id>, one per channel")
+        cursors[channel] = parse_stream_id(stream_id)
+    return cursors
+
+
+async def _check_readable(request: web.Request, caller: Caller, channels: list[str]) -> None:
+    for channel in channels:
+        record, _ = await request.app[STORE].get_channel(channel)
+        policy.require_role(record, caller.record, Role.READ)
+
+
+@routes.get("/v1/subscribe")
+async def subscribe(request: web.Request) -> web.WebSocketResponse:
+    """Stream notes of the requested channels to an authenticated reader."""
+    caller = request[CALLER]
+    cursors = _cursors(request)
+    await _check_readable(request, caller, sorted(cursors))
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
+    await ws.prepare(request)
+    request.app[SOCKETS].all.add(ws)
+    lock = asyncio.Lock()
+    tasks = [
+        asyncio.create_task(_deliver(request, ws, lock, channel, after))
+        for channel, after in cursors.items()
+    ]
+    try:
+        await _receive_acks(request, ws, lock, caller, set(cursors))
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
+        request.app[SOCKETS].all.discard(ws)
+    return ws
+
+
+async def _send(ws: web.WebSocketResponse, lock: asyncio.Lock, frame: dict[str, Any]) -> None:
+    async with lock:
+        await ws.send_bytes(msgpack.packb(frame, use_bin_type=True))
+
+
+async def _deliver(
+    request: web.Request, ws: web.WebSocketResponse, lock: asyncio.Lock, channel: str, after: str
+) -> None:
+    feeds, store = request.app[FEEDS], request.app[STORE]
+    subscriber = Subscriber()
+    await feeds.join(channel, subscriber)
+    try:
+        last = await _replay(store, ws, lock, channel, after)
+        await _send(ws, lock, {"t": "live", "ch": channel})
+        while True:
+            note = await subscriber.next()
+            if _after(note.stream_id, last):
+                await _send(ws, lock, _note_frame(channel, note))
+                last = note.stream_id
+    except Overflow:
+        await _close(ws, lock, "you fell behind; reconnect and resume from your cursor")
+    except HubError as error:
+        await _send(ws, lock, {"t": "error", "type": error.problem_type(), "detail": error.detail})
+        await ws.close()
+    finally:
+        feeds.leave(channel, subscriber)
+
+
+async def _replay(
+    store: Any, ws: web.WebSocketResponse, lock: asyncio.Lock, channel: str, after: str
+) -> str:
+    while True:
+        notes = await store.read_after(channel, after, REPLAY_PAGE)
+        for note in notes:
+            await _send(ws, lock, _note_frame(channel, note))
+            after = note.stream_id
+        if len(notes) < REPLAY_PAGE:
+            return after
+
+
+def _note_frame(channel: str, note: StoredNote) -> dict[str, Any]:
+    return {"t": "note", "ch": channel, "id": note.stream_id, "env": note.envelope}
+
+
+def _after(candidate: str, last: str) -> bool:
+    def key(text: str) -> tuple[int, int]:
+        ms, _, seq = text.partition("-")
+        return int(ms), int(seq)
+
+    return key(candidate) > key(last)
+
+
+async def _receive_acks(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    lock: asyncio.Lock,
+    caller: Caller,
+    channels: set[str],
+) -> None:
+    async for message in ws:
+        if message.type is not WSMsgType.BINARY:
+            continue
+        try:
+            channel, stream_id = _parse_ack(message.data, channels)
+            position = await request.app[STORE].advance_read(channel, caller.agency, stream_id)
+        except HubError as error:
+            frame = {"t": "error", "type": error.problem_type(), "detail": error.detail}
+            await _send(ws, lock, frame)
+            continue
+        await _send(ws, lock, {"t": "acked", "ch": channel, "pos": position})
+
+
+def _parse_ack(data: bytes, channels: set[str]) -> tuple[str, str]:
+    try:
+        frame = msgpack.unpackb(data, raw=False, max_str_len=256, max_bin_len=0, max_array_len=0)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        raise BadRequest("frames must be msgpack maps") from None
+    if not isinstance(frame, dict) or frame.get("t") != "ack":
+        raise BadRequest('the only client frame is {"t": "ack", "ch": ..., "id": ...}')
+    channel, stream_id = frame.get("ch"), frame.get("id")
+    if not isinstance(channel, str) or channel not in channels or not isinstance(stream_id, str):
+        raise BadRequest("ack a channel of this subscription with a stream id")
+    return channel, parse_stream_id(stream_id, "id")
+
+
+async def _close(ws: web.WebSocketResponse, lock: asyncio.Lock, detail: str) -> None:
+    with contextlib.suppress(ConnectionError):
+        await _send(ws, lock, {"t": "reconnect", "detail": detail})
+    await ws.close(code=CLOSE_SERVICE_RESTART, message=b"reconnect")
+
+
+async def close_all(app: web.Application, detail: str) -> None:
+    """Tell every subscriber to reconnect elsewhere, and close its socket."""
+    for ws in tuple(app[SOCKETS].all):
+        await _close(ws, asyncio.Lock(), detail)

@@ -1,0 +1,96 @@
+"""Operational endpoints: /healthz, /readyz and Prometheus /metrics.
+
+``/healthz`` says the process is serving; ``/readyz`` says it can reach Redis and is not
+shutting down (a load balancer sends traffic only while it is 200). Metrics live in a
+registry of this application, not the global one, so several hubs in one process (the
+tests) never mix their counts. Labels carry problem slugs and route names, never ids of
+agencies or notes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from hub.problems import REFUSAL
+from hub.state import STORE
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Metrics:
+    """The hub's Prometheus metrics."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "siko_requests", "Requests answered", ["route", "status"], registry=self.registry
+        )
+        self.refusals = Counter(
+            "siko_refusals",
+            "Requests refused, by problem type",
+            ["problem"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "siko_request_seconds",
+            "Time to answer a request",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.subscribers = Gauge(
+            "siko_subscribers", "Open WebSocket subscriptions", registry=self.registry
+        )
+
+
+METRICS = web.AppKey("metrics", Metrics)
+SHUTTING_DOWN = web.AppKey("shutting_down", dict[str, bool])
+
+routes = web.RouteTableDef()
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by route, and every refusal by problem type."""
+    started = time.perf_counter()
+    response = await handler(request)
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    metrics = request.app[METRICS]
+    metrics.requests.labels(name, str(response.status)).inc()
+    metrics.latency.labels(name).observe(time.perf_counter() - started)
+    refusal = request.get(REFUSAL)
+    if refusal is not None:
+        metrics.refusals.labels(refusal.slug).inc()
+    return response
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up."""
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Ready for traffic: Redis answers and the hub is not shutting down."""
+    if request.app[SHUTTING_DOWN]["now"]:
+        return web.json_response({"status": "shutting down"}, status=503)
+    if not await request.app[STORE].ping():
+        return web.json_response({"status": "storage unreachable"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

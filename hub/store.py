@@ -1,0 +1,288 @@
+"""The only module that talks to Redis: named operations over :mod:`hub.keyspace`.
+
+Handlers call ``append_note``, ``read_after``, ``advance_read`` and friends, never raw
+commands. Every ``RedisError`` (and socket error) is translated here, once, into
+:class:`~hub.errors.Unavailable`, which the hub answers with 503 and ``Retry-After``;
+the client retries and nothing half-done is left behind, because every write that must
+be atomic is one Lua script.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from hub import keyspace
+from hub.errors import Conflict, IdempotencyConflict, NotFound, RosterChanged, Unavailable
+from hub.records import AgencyRecord, ChannelRecord
+
+RETRY_AFTER_S: Final = 1
+NEWEST: Final = "$"
+
+
+@dataclass(frozen=True)
+class StoredNote:
+    """One entry of a channel's stream."""
+
+    stream_id: str
+    message_id: bytes
+    sender: str
+    digest_hex: str
+    envelope: bytes
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Where a note was stored, and whether it was there already (a retry)."""
+
+    stream_id: str
+    duplicate: bool
+
+
+@contextlib.asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise Unavailable(
+            "the hub cannot reach its storage right now; retry shortly",
+            retry_after=RETRY_AFTER_S,
+        ) from exc
+
+
+async def _call(awaitable: Awaitable[Any]) -> Any:
+    """Await one Redis reply; replies are parsed by the caller, so they are ``Any`` here."""
+    async with _translated():
+        return await awaitable
+
+
+class Store:
+    """Named Redis operations of the hub."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._append = client.register_script(keyspace.APPEND_NOTE)
+        self._put_channel = client.register_script(keyspace.PUT_CHANNEL)
+        self._advance = client.register_script(keyspace.ADVANCE_READ)
+        self._put_agency = client.register_script(keyspace.PUT_AGENCY)
+
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        """A store over a new connection pool to ``url`` (retries reconnects briefly)."""
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=5.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=10,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+        )
+        return cls(client)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
+
+    async def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    # -- directory ------------------------------------------------------------------
+
+    async def get_agency(self, agency: str) -> AgencyRecord | None:
+        """The directory entry of ``agency``, if registered."""
+        data = await _call(self._redis.hget(keyspace.agencies(), agency))
+        return None if data is None else AgencyRecord.parse(data)
+
+    async def list_agencies(self) -> list[AgencyRecord]:
+        """Every directory entry, sorted by id."""
+        entries = await _call(self._redis.hgetall(keyspace.agencies()))
+        return sorted((AgencyRecord.parse(v) for v in entries.values()), key=lambda r: r.agency)
+
+    async def get_card(self, key_id_hex: str) -> bytes | None:
+        """The card registered under ``key_id_hex``, current or historical."""
+        data: bytes | None = await _call(self._redis.hget(keyspace.cards(), key_id_hex))
+        return data
+
+    async def get_cards(self, key_ids_hex: list[str]) -> list[bytes | None]:
+        """Several cards in one round trip."""
+        if not key_ids_hex:
+            return []
+        found: list[bytes | None] = await _call(self._redis.hmget(keyspace.cards(), key_ids_hex))
+        return found
+
+    async def register_agency(self, record: AgencyRecord, card: bytes) -> None:
+        """Add a new directory entry with its first card; :class:`Conflict` if it exists."""
+        if not await self._put_agency_record(record, card, b"new"):
+            raise Conflict(f"{record.agency} is already registered")
+
+    async def replace_agency(self, old: AgencyRecord, new: AgencyRecord, card: bytes) -> None:
+        """Replace a directory entry if it is still ``old``; :class:`Conflict` otherwise."""
+        if not await self._put_agency_record(new, card, old.serialize()):
+            raise Conflict(f"{new.agency} was changed meanwhile; retry")
+
+    async def _put_agency_record(self, record: AgencyRecord, card: bytes, expect: bytes) -> bool:
+        keys = [keyspace.agencies(), keyspace.cards()]
+        args: list[bytes | str] = [
+            str(record.agency),
+            record.serialize(),
+            str(record.current_key),
+            card,
+            expect,
+        ]
+        return bool(await _call(self._put_agency(keys=keys, args=args)))
+
+    # -- channels -------------------------------------------------------------------
+
+    async def get_channel(self, channel: str) -> tuple[ChannelRecord, int]:
+        """The channel record and its roster version; :class:`NotFound` if absent."""
+        rec, ver = await _call(self._redis.hmget(keyspace.channel_record(channel), ["rec", "ver"]))
+        if rec is None or ver is None:
+            raise NotFound(f"no channel {channel}")
+        return ChannelRecord.parse(rec), int(ver)
+
+    async def list_channels(self) -> list[str]:
+        """Every channel id, sorted."""
+        names = await _call(self._redis.hkeys(keyspace.channel_index()))
+        return sorted(n.decode() for n in names)
+
+    async def create_channel(self, record: ChannelRecord) -> int:
+        """Create a channel; :class:`Conflict` if it exists. Returns its roster version."""
+        version = await self._put(record, 0)
+        if version < 0:
+            raise Conflict(f"channel {record.channel} already exists")
+        await _call(self._redis.hset(keyspace.channel_index(), str(record.channel), record.created))
+        return version
+
+    async def update_channel(self, record: ChannelRecord, expected_version: int) -> int:
+        """Replace a channel record if unchanged since ``expected_version``."""
+        version = await self._put(record, expected_version)
+        if version < 0:
+            raise Conflict(f"channel {record.channel} was changed meanwhile; retry")
+        return version
+
+    async def _put(self, record: ChannelRecord, expected: int) -> int:
+        keys = [keyspace.channel_record(record.channel)]
+        return int(await _call(self._put_channel(keys=keys, args=[expected, record.serialize()])))
+
+    # -- notes ----------------------------------------------------------------------
+
+    async def append_note(
+        self,
+        channel: ChannelRecord,
+        roster_version: int,
+        *,
+        message_id: bytes,
+        sender: str,
+        digest_hex: str,
+        envelope: bytes,
+        now_ms: int,
+    ) -> AppendResult:
+        """Store a note once per message id, if the roster is still ``roster_version``."""
+        name = str(channel.channel)
+        keys = [
+            keyspace.channel_record(name),
+            keyspace.channel_notes(name),
+            keyspace.channel_message(name, message_id.hex()),
+        ]
+        oldest = f"{max(0, now_ms - channel.retention_ms)}-0"
+        args: list[bytes | str | int] = [
+            roster_version,
+            message_id,
+            sender,
+            digest_hex,
+            envelope,
+            oldest,
+            channel.retention_ms,
+        ]
+        outcome, *rest = await _call(self._append(keys=keys, args=args))
+        return _append_result(outcome.decode(), rest, name, digest_hex)
+
+    async def read_after(self, channel: str, after: str, count: int) -> list[StoredNote]:
+        """Up to ``count`` notes with stream ids after ``after``, oldest first."""
+        start = "-" if after == "0-0" else f"({after}"
+        entries = await _call(
+            self._redis.xrange(keyspace.channel_notes(channel), start, "+", count)
+        )
+        return [_stored(entry_id, fields) for entry_id, fields in entries]
+
+    async def wait_after(
+        self, channel: str, after: str, *, count: int, block_ms: int
+    ) -> list[StoredNote]:
+        """Like :meth:`read_after`, but waits up to ``block_ms`` for new notes."""
+        reply = await _call(
+            self._redis.xread({keyspace.channel_notes(channel): after}, count=count, block=block_ms)
+        )
+        if not reply:
+            return []
+        return [_stored(entry_id, fields) for entry_id, fields in reply[0][1]]
+
+    async def newest_id(self, channel: str) -> str:
+        """The stream id of the newest note, or ``0-0`` for an empty channel."""
+        entries = await _call(self._redis.xrevrange(keyspace.channel_notes(channel), count=1))
+        return entries[0][0].decode() if entries else "0-0"
+
+    async def find_message(self, channel: str, message_id_hex: str) -> str | None:
+        """The stream id of a message id, while its record lives."""
+        seen = await _call(self._redis.get(keyspace.channel_message(channel, message_id_hex)))
+        return None if seen is None else seen.decode().split(" ")[0]
+
+    # -- read positions -------------------------------------------------------------
+
+    async def advance_read(self, channel: str, agency: str, stream_id: str) -> str:
+        """Move ``agency``'s read position forward to ``stream_id``; returns the position."""
+        keys = [keyspace.channel_reads(channel), keyspace.channel_notes(channel)]
+        args: list[str] = [agency, stream_id]
+        outcome, position = await _call(self._advance(keys=keys, args=args))
+        if outcome == b"beyond":
+            raise Conflict(f"{stream_id} is after the newest note ({position.decode()})")
+        return str(position.decode())
+
+    async def read_positions(self, channel: str) -> dict[str, str]:
+        """Each agency's read position in ``channel``."""
+        raw = await _call(self._redis.hgetall(keyspace.channel_reads(channel)))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    # -- nonces ---------------------------------------------------------------------
+
+    async def remember_nonce(self, key_id_hex: str, value: str, ttl_s: int) -> bool:
+        """Record a request nonce; False when it was already seen (a replay)."""
+        stored = await _call(
+            self._redis.set(keyspace.nonce(key_id_hex, value), b"1", nx=True, ex=ttl_s)
+        )
+        return bool(stored)
+
+
+def _append_result(outcome: str, rest: list[Any], channel: str, digest_hex: str) -> AppendResult:
+    if outcome == "ok":
+        return AppendResult(rest[0].decode(), duplicate=False)
+    if outcome == "dup":
+        stream_id, seen_digest = rest[0].decode().split(" ")
+        if seen_digest != digest_hex:
+            raise IdempotencyConflict("this message id was used for another note; use a new one")
+        return AppendResult(stream_id, duplicate=True)
+    if outcome == "stale":
+        raise RosterChanged(f"the roster of {channel} changed meanwhile; fetch it and seal again")
+    raise NotFound(f"no channel {channel}")
+
+
+def _stored(entry_id: bytes, fields: dict[bytes, bytes]) -> StoredNote:
+    return StoredNote(
+        stream_id=entry_id.decode(),
+        message_id=fields[b"mid"],
+        sender=fields[b"from"].decode(),
+        digest_hex=fields[b"dig"].decode(),
+        envelope=fields[b"env"],
+    )
