@@ -6,9 +6,10 @@ frame, Redis outage behind the hub) it reconnects with capped backoff, sending t
 cursors, and the hub replays what came after them. A note is never yielded twice: ids
 at or before a channel's cursor are skipped.
 
-    async for delivery in hub.subscribe({"lage-ruhr": "0-0"}):
-        ...
-        await subscription.ack(delivery)       # read receipt
+    async with hub.subscribe({"lage-ruhr": "0-0"}) as subscription:
+        async for delivery in subscription:
+            ...
+            await subscription.ack(delivery)       # read receipt
 """
 
 from __future__ import annotations
@@ -16,17 +17,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import aiohttp
 import msgpack
 
-from clients.errors import ClientError, HubProblem, HubUnreachable, ProtocolError, Unavailable
+from clients.errors import (
+    HubProblem,
+    HubUnreachable,
+    ProtocolError,
+    Unavailable,
+    class_for_type,
+)
 from clients.transport import Transport
 
 MAX_BACKOFF_S: Final = 5.0
+_ENDED: Final = (
+    aiohttp.WSMsgType.CLOSE,
+    aiohttp.WSMsgType.CLOSING,
+    aiohttp.WSMsgType.CLOSED,
+    aiohttp.WSMsgType.ERROR,
+)
 
 
 @dataclass(frozen=True)
@@ -52,55 +65,69 @@ class Subscription:
         self._transport = transport
         self.cursors = dict(cursors)
         self.live: set[str] = set()
+        self.reconnects = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._failures = 0
         self._closed = False
 
-    def __aiter__(self) -> AsyncIterator[Delivery]:
-        return self._run()
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        while not self._closed:
+            ws = await self._connected()
+            if ws is None:
+                continue
+            message = await ws.receive()
+            if message.type is aiohttp.WSMsgType.BINARY:
+                delivery = self._handle(_frame(message.data))
+                if delivery is not None:
+                    return delivery
+            elif message.type in _ENDED:
+                await self._drop()
+        raise StopAsyncIteration
 
     async def close(self) -> None:
-        """Stop the subscription."""
+        """Stop the subscription; iteration ends."""
         self._closed = True
-        if self._ws is not None:
-            await self._ws.close()
-
-    def _stopped(self) -> bool:
-        return self._closed
+        await self._drop()
 
     async def ack(self, delivery: Delivery) -> None:
-        """Acknowledge reading up to ``delivery`` (sent over the open socket)."""
+        """Acknowledge reading up to ``delivery`` over the open socket."""
         if self._ws is None or self._ws.closed:
             raise HubUnreachable(detail="not connected; acknowledge with HubClient.ack")
         frame = {"t": "ack", "ch": delivery.channel, "id": delivery.stream_id}
         await self._ws.send_bytes(msgpack.packb(frame, use_bin_type=True))
 
-    async def _run(self) -> AsyncIterator[Delivery]:
-        failures = 0
-        while True:
-            try:
-                async for delivery in self._connection():
-                    failures = 0
-                    yield delivery
-            except (HubUnreachable, Unavailable, ConnectionError):
-                pass
-            if self._stopped():
-                return
-            failures += 1
-            await asyncio.sleep(min(MAX_BACKOFF_S, 0.05 * 2**failures) * random.uniform(0.5, 1))
-
-    async def _connection(self) -> AsyncIterator[Delivery]:
+    async def _connected(self) -> aiohttp.ClientWebSocketResponse | None:
+        if self._ws is not None and not self._ws.closed:
+            return self._ws
+        if self._failures:
+            delay = min(MAX_BACKOFF_S, 0.05 * 2**self._failures)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         params = [("cursor", f"{ch}:{cursor}") for ch, cursor in self.cursors.items()]
-        async with self._transport.websocket("/v1/subscribe", params=params) as ws:
-            self._ws = ws
-            try:
-                async for message in ws:
-                    if message.type is not aiohttp.WSMsgType.BINARY:
-                        continue
-                    delivery = self._handle(_frame(message.data))
-                    if delivery is not None:
-                        yield delivery
-            finally:
-                self._ws = None
+        try:
+            self._ws = await self._transport.open_websocket("/v1/subscribe", params=params)
+        except (HubUnreachable, Unavailable):
+            self._failures += 1
+            return None
+        self._failures = 0
+        return self._ws
+
+    async def _drop(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            self.reconnects += 1
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                await ws.close()
+        if not self._closed:
+            self._failures += 1
 
     def _handle(self, frame: dict[str, Any]) -> Delivery | None:
         kind = frame.get("t")
@@ -109,7 +136,9 @@ class Subscription:
         if kind == "live":
             self.live.add(str(frame.get("ch")))
         elif kind == "error":
-            raise HubProblem(detail=str(frame.get("detail", "")), problem_type=frame.get("type"))
+            problem_type = str(frame.get("type", ""))
+            error_class = class_for_type(problem_type) or HubProblem
+            raise error_class(detail=str(frame.get("detail", "")), problem_type=problem_type)
         return None
 
     def _note(self, frame: dict[str, Any]) -> Delivery | None:
@@ -130,6 +159,3 @@ def _frame(data: bytes) -> dict[str, Any]:
         if isinstance(frame, dict):
             return frame
     raise ProtocolError(detail="the hub sent a frame that is not a msgpack map")
-
-
-__all__ = ["ClientError", "Delivery", "Subscription"]

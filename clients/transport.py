@@ -191,17 +191,23 @@ class Transport:
 
         A refused upgrade raises the class its status names (its body is not available).
         """
-        target = self._target(path, params)
-        headers = self._sign("GET", target, b"")
-        with self._translated():
-            async with asyncio.timeout(self._timeout):
-                ws = await self._http.ws_connect(
-                    URL(target, encoded=True), headers=headers, max_msg_size=MAX_BODY
-                )
+        ws = await self.open_websocket(path, params=params)
         try:
             yield ws
         finally:
             await ws.close()
+
+    async def open_websocket(
+        self, path: str, *, params: Params | None = None
+    ) -> aiohttp.ClientWebSocketResponse:
+        """Like :meth:`websocket`, for a caller that closes the socket itself."""
+        target = self._target(path, params)
+        headers = self._sign("GET", target, b"")
+        with self._translated():
+            async with asyncio.timeout(self._timeout):
+                return await self._http.ws_connect(
+                    URL(target, encoded=True), headers=headers, max_msg_size=MAX_BODY
+                )
 
     @property
     def _http(self) -> aiohttp.ClientSession:
