@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test style types lint-imports coverage bench clean
+.PHONY: run demo test style types lint-imports coverage bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -11,8 +11,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## run: install if needed, then start the main job
+## run: install if needed, then start the hub on its embedded Redis (data in ./data)
 run: $(STAMP)
+	$(VENV)/bin/siko hub serve --data-dir data $(if $(wildcard data/admin.card),--admin-card data/admin.card,)
+
+## demo: install if needed, then walk through the key tooling offline
+demo: $(STAMP)
 	$(VENV)/bin/siko keys demo
 
 ## test: install if needed, then every check and the whole test suite

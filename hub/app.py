@@ -25,6 +25,7 @@ from hub.errors import ShuttingDown
 from hub.feeds import Feeds
 from hub.metrics import METRICS, SHUTTING_DOWN, Metrics, metrics_middleware
 from hub.problems import problems_middleware
+from hub.records import Kind
 from hub.state import DIRECTORY, SETTINGS, STORE
 from hub.store import Store
 
@@ -61,11 +62,23 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     )
     try:
         await register_first_admins(store, settings.admin_cards)
+        await _announce(store, settings)
         yield
     finally:
         await store.close()
         if embedded is not None:
             await embedded.stop()
+
+
+async def _announce(store: Store, settings: Settings) -> None:
+    admins = [a for a in await store.list_agencies() if a.kind is Kind.ADMIN]
+    log.info("siko hub serving on %s with %d administrator(s)", settings.base_url, len(admins))
+    if not admins:
+        log.warning(
+            "no administrator yet: run 'siko keys new --agency admin-NAME --out admin.key', "
+            "'siko keys export-card admin.key --out admin.card', then restart the hub with "
+            "--admin-card admin.card"
+        )
 
 
 async def _feeds(app: web.Application) -> AsyncIterator[None]:
