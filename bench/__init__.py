@@ -1,0 +1,1 @@
+"""Benchmarks of siko-hub; docs/BENCHMARKS.md records their runs."""
