@@ -23,19 +23,27 @@ from clients.subscription import Delivery, Subscription
 from clients.transport import Transport
 from keys import (
     AgencyCard,
+    Envelope,
     Identity,
     KeysError,
     Markings,
     MessageId,
     Note,
     OpenedNote,
+    now_ms,
     open_envelope,
     peek_header_unverified,
     seal,
 )
+from keys.statements import ReadAck, Receipt
 
 MSGPACK: Final = "application/msgpack"
 ENVELOPE: Final = "application/vnd.siko.envelope"
+
+
+def envelope_digest(envelope: bytes) -> bytes:
+    """The digest naming an envelope in the audit log."""
+    return Envelope.parse(envelope).digest()
 
 
 @dataclass(frozen=True)
@@ -64,12 +72,19 @@ class Roster:
 
 @dataclass(frozen=True)
 class Posted:
-    """Where the hub stored a note."""
+    """Where the hub stored a note, and its signed receipt (leaf ``index`` of the log)."""
 
     channel: str
     message_id: str
     stream_id: str
     duplicate: bool
+    receipt: Receipt
+    receipt_signature: bytes
+
+    @property
+    def index(self) -> int:
+        """The note's leaf index in the audit log."""
+        return int(self.receipt.index)
 
 
 @dataclass(frozen=True)
@@ -219,7 +234,24 @@ class HubClient:
         data = response.msgpack()
         if not isinstance(data, dict):
             raise ProtocolError("the hub's answer to a post is not a map")
-        return Posted(data["channel"], data["message_id"], data["stream_id"], data["duplicate"])
+        try:
+            receipt = Receipt.parse(data["receipt"]["statement"])
+            signature = data["receipt"]["signature"]
+            posted = Posted(
+                data["channel"],
+                data["message_id"],
+                data["stream_id"],
+                data["duplicate"],
+                receipt,
+                signature,
+            )
+        except (KeyError, TypeError, KeysError) as exc:
+            raise ProtocolError(f"the hub's answer to a post is malformed: {exc}") from None
+        if str(receipt.message_id) != posted.message_id or receipt.digest != envelope_digest(
+            envelope
+        ):
+            raise ProtocolError("the hub's receipt names another note than the one posted")
+        return posted
 
     async def page_notes(self, channel: str, *, after: str = "0-0", limit: int = 100) -> Page:
         """Notes after ``after``, oldest first."""
@@ -229,10 +261,11 @@ class HubClient:
         return Page(notes, data["next"])
 
     async def ack(self, channel: str, stream_id: str) -> str:
-        """Record that this agency has read ``channel`` up to ``stream_id``."""
-        data = await self._call(
-            "POST", f"/v1/channels/{channel}/reads", {"id": stream_id}, idempotent=True
-        )
+        """Sign and send that this agency has read ``channel`` up to ``stream_id``."""
+        at = now_ms()
+        _, signature = ReadAck.make(self.identity, channel, stream_id, at)
+        body = {"id": stream_id, "at": at, "sig": signature}
+        data = await self._call("POST", f"/v1/channels/{channel}/reads", body, idempotent=True)
         return str(data["position"])
 
     async def receipts(self, channel: str, message_id: str) -> dict[str, Any]:

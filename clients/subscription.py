@@ -32,6 +32,8 @@ from clients.errors import (
     class_for_type,
 )
 from clients.transport import Transport
+from keys import now_ms
+from keys.statements import ReadAck
 
 MAX_BACKOFF_S: Final = 5.0
 _ENDED: Final = (
@@ -99,10 +101,20 @@ class Subscription:
         await self._drop()
 
     async def ack(self, delivery: Delivery) -> None:
-        """Acknowledge reading up to ``delivery`` over the open socket."""
+        """Acknowledge (signed) reading up to ``delivery`` over the open socket."""
         if self._ws is None or self._ws.closed:
             raise HubUnreachable(detail="not connected; acknowledge with HubClient.ack")
-        frame = {"t": "ack", "ch": delivery.channel, "id": delivery.stream_id}
+        at = now_ms()
+        _, signature = ReadAck.make(
+            self._transport.identity, delivery.channel, delivery.stream_id, at
+        )
+        frame = {
+            "t": "ack",
+            "ch": delivery.channel,
+            "id": delivery.stream_id,
+            "at": at,
+            "sig": signature,
+        }
         await self._ws.send_bytes(msgpack.packb(frame, use_bin_type=True))
 
     async def _connected(self) -> aiohttp.ClientWebSocketResponse | None:

@@ -210,6 +210,11 @@ class Transport:
                 )
 
     @property
+    def identity(self) -> Identity:
+        """The identity every request is signed with."""
+        return self._identity
+
+    @property
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise RuntimeError("use the transport as `async with Transport(...) as transport`")

@@ -10,11 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
-from hub import policy, wire
+from hub import events, policy, wire
 from hub.auth import CALLER
 from hub.errors import BadRequest, NotFound
 from hub.records import ChannelRecord, Kind, Role
-from hub.state import DIRECTORY, STORE
+from hub.state import AUDIT, DIRECTORY, STORE
 from keys import AgencyId, ChannelId, Classification, KeysError, now_ms
 
 routes = web.RouteTableDef()
@@ -75,10 +75,13 @@ async def roster(request: web.Request, record: ChannelRecord, version: int) -> d
 @routes.post("/v1/channels")
 async def post_channel(request: web.Request) -> web.Response:
     """Create a channel with members and roles, a ceiling and a retention. Admins only."""
-    policy.require_admin(request[CALLER].record)
+    caller = request[CALLER]
+    policy.require_admin(caller.record)
     record = _channel_from(await wire.read_map(request))
     await _require_agencies(request, sorted(record.members))
-    version = await request.app[STORE].create_channel(record)
+    event = events.channel_created(record, caller.agency, record.created)
+    version, event_id = await request.app[STORE].create_channel(record, event)
+    await request.app[AUDIT].settle_channel(str(record.channel), event_id)
     return wire.respond(request, await roster(request, record, version), status=201)
 
 
@@ -109,7 +112,8 @@ async def get_channel(request: web.Request) -> web.Response:
 @routes.put("/v1/channels/{channel}/members/{agency}")
 async def put_member(request: web.Request) -> web.Response:
     """Set an agency's roles in a channel; an empty list removes it. Admins only."""
-    policy.require_admin(request[CALLER].record)
+    caller = request[CALLER]
+    policy.require_admin(caller.record)
     agency = request.match_info["agency"]
     roles = _roles(wire.field(await wire.read_map(request), "roles", list), agency)
     if roles:
@@ -120,5 +124,7 @@ async def put_member(request: web.Request) -> web.Response:
         updated = record.with_member(AgencyId(agency), roles)
     except KeysError as exc:
         raise BadRequest(str(exc)) from None
-    version = await store.update_channel(updated, version)
+    event = events.member_changed(updated, agency, caller.agency, now_ms())
+    version, event_id = await store.update_channel(updated, version, event)
+    await request.app[AUDIT].settle_channel(str(updated.channel), event_id)
     return wire.respond(request, await roster(request, updated, version))

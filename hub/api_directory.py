@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hub import policy, wire
+from hub import events, policy, wire
 from hub.auth import CALLER
 from hub.errors import BadRequest, Conflict, Forbidden
 from hub.records import AgencyRecord, Kind, Status
-from hub.state import DIRECTORY, STORE
+from hub.state import AUDIT, DIRECTORY, STORE
 from keys import AgencyCard, KeysError, now_ms
 
 routes = web.RouteTableDef()
@@ -39,9 +39,12 @@ def _describe(record: AgencyRecord) -> dict[str, object]:
 
 
 async def register_agency(request: web.Request, card: AgencyCard, kind: Kind) -> AgencyRecord:
-    """Add ``card``'s agency to the directory."""
-    record = AgencyRecord(card.agency, kind, Status.ACTIVE, (card.key_id,), now_ms())
-    await request.app[STORE].register_agency(record, card.serialize())
+    """Add ``card``'s agency to the directory, and log it."""
+    at = now_ms()
+    record = AgencyRecord(card.agency, kind, Status.ACTIVE, (card.key_id,), at)
+    event = events.agency_registered(record, card, request[CALLER].agency, at)
+    event_id = await request.app[STORE].register_agency(record, card.serialize(), event)
+    await request.app[AUDIT].settle_directory(event_id)
     return record
 
 
@@ -53,7 +56,7 @@ async def post_agency(request: web.Request) -> web.Response:
     card = _parse_card(wire.binary(body, "card"))
     kind_name = wire.field(body, "kind", str, required=False) or Kind.AGENCY.value
     if kind_name not in {k.value for k in Kind}:
-        raise BadRequest("kind must be 'agency' or 'admin'")
+        raise BadRequest("kind must be 'agency', 'admin' or 'auditor'")
     record = await register_agency(request, card, Kind(kind_name))
     return wire.respond(request, _describe(record), status=201)
 
@@ -98,7 +101,9 @@ async def post_status(request: web.Request) -> web.Response:
         raise Forbidden("an administrator cannot change its own status")
     new = AgencyRecord(old.agency, old.kind, Status(status_name), old.key_ids, old.registered)
     card = await directory.current_card(old)
-    await request.app[STORE].replace_agency(old, new, card.serialize())
+    event = events.agency_status(str(old.agency), status_name, caller.agency, now_ms())
+    event_id = await request.app[STORE].replace_agency(old, new, card.serialize(), event)
+    await request.app[AUDIT].settle_directory(event_id)
     return wire.respond(request, _describe(new))
 
 
@@ -118,5 +123,7 @@ async def post_card(request: web.Request) -> web.Response:
     new = AgencyRecord(
         old.agency, old.kind, old.status, (*old.key_ids, card.key_id), old.registered
     )
-    await request.app[STORE].replace_agency(old, new, card.serialize())
+    event = events.key_added(agency, card, caller.agency, now_ms())
+    event_id = await request.app[STORE].replace_agency(old, new, card.serialize(), event)
+    await request.app[AUDIT].settle_directory(event_id)
     return wire.respond(request, _describe(new), status=201)

@@ -9,11 +9,12 @@ let a note through to the wrong readers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
 
-from hub import policy, wire
+from hub import events, policy, wire
 from hub.auth import CALLER, Caller
 from hub.errors import (
     BadEnvelopeSignature,
@@ -23,8 +24,10 @@ from hub.errors import (
     SenderMismatch,
     TooLarge,
 )
+from hub.events import AuditEvent
+from hub.reads import acknowledge
 from hub.records import ChannelRecord, Role
-from hub.state import DIRECTORY, SETTINGS, STORE
+from hub.state import AUDIT, DIRECTORY, SETTINGS, STORE
 from hub.store import AppendResult
 from keys import (
     Envelope,
@@ -35,6 +38,7 @@ from keys import (
     now_ms,
     verify_envelope,
 )
+from keys.statements import Receipt
 
 routes = web.RouteTableDef()
 
@@ -61,8 +65,20 @@ def _envelope_from(body: bytes, limit: int) -> Envelope:
         raise MalformedEnvelope(str(exc)) from None
 
 
+@dataclass(frozen=True)
+class _NoteEvent:
+    """A note's audit event and the digest naming the envelope."""
+
+    audit: AuditEvent
+    digest: bytes
+
+    @property
+    def digest_hex(self) -> str:
+        return self.digest.hex()
+
+
 async def _check_and_append(
-    request: web.Request, caller: Caller, envelope: Envelope, body: bytes
+    request: web.Request, caller: Caller, envelope: Envelope, body: bytes, event: _NoteEvent
 ) -> AppendResult:
     store, directory = request.app[STORE], request.app[DIRECTORY]
     record, version = await store.get_channel(request.match_info["channel"])
@@ -74,10 +90,29 @@ async def _check_and_append(
         version,
         message_id=bytes(envelope.header.message_id),
         sender=caller.agency,
-        digest_hex=envelope.digest().hex(),
+        digest_hex=event.digest_hex,
         envelope=body,
         now_ms=now_ms(),
+        event=event.audit,
     )
+
+
+async def _receipt(
+    request: web.Request, envelope: Envelope, note: _NoteEvent, result: AppendResult
+) -> dict[str, object]:
+    """The hub's signed receipt: the note is leaf ``index`` of the audit log."""
+    audit = request.app[AUDIT]
+    header = envelope.header
+    index = await audit.settle_channel(str(header.channel), result.event_id)
+    leaf = note.audit.leaf
+    if result.duplicate:
+        leaf = (await audit.leaves(index, index + 1))[0].leaf
+    receipt = Receipt(header.channel, header.message_id, note.digest, index, leaf, now_ms())
+    return {
+        "index": index,
+        "statement": receipt.statement(),
+        "signature": audit.key.sign_receipt(receipt),
+    }
 
 
 @routes.post("/v1/channels/{channel}/notes")
@@ -96,16 +131,19 @@ async def post_note(request: web.Request) -> web.Response:
         ) from None
     except KeysError:
         raise BadEnvelopeSignature("the envelope is not exactly what its sender signed") from None
+    digest = envelope.digest()
+    note = _NoteEvent(events.note_accepted(envelope, digest, now_ms()), digest)
     try:
-        result = await _check_and_append(request, caller, envelope, body)
+        result = await _check_and_append(request, caller, envelope, body, note)
     except RosterChanged:
         # The roster moved between check and append: check again against the new one.
-        result = await _check_and_append(request, caller, envelope, body)
+        result = await _check_and_append(request, caller, envelope, body, note)
     answer = {
         "channel": str(envelope.header.channel),
         "message_id": str(envelope.header.message_id),
         "stream_id": result.stream_id,
         "duplicate": result.duplicate,
+        "receipt": await _receipt(request, envelope, note, result),
     }
     return wire.respond(request, answer, status=200 if result.duplicate else 201)
 
@@ -140,10 +178,13 @@ async def page_notes(request: web.Request) -> web.Response:
 async def post_read(request: web.Request) -> web.Response:
     """Acknowledge reading up to a stream id: moves the agency's read position."""
     record = await _channel_for(request, Role.READ)
-    stream_id = parse_stream_id(wire.field(await wire.read_map(request), "id", str), "id")
+    body = await wire.read_map(request)
+    stream_id = parse_stream_id(wire.field(body, "id", str), "id")
+    at, signature = wire.field(body, "at", int), wire.binary(body, "sig")
     caller = request[CALLER]
-    position = await request.app[STORE].advance_read(str(record.channel), caller.agency, stream_id)
-    return wire.respond(request, {"channel": str(record.channel), "position": position})
+    channel = str(record.channel)
+    position = await acknowledge(request.app, caller, channel, stream_id, at, signature)
+    return wire.respond(request, {"channel": channel, "position": position})
 
 
 @routes.get("/v1/channels/{channel}/notes/{message_id}/receipts")

@@ -15,21 +15,30 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from hub import api_channels, api_directory, api_notes, live, metrics, openapi
-from hub.auth import AUTHENTICATOR, Authenticator, auth_middleware
+from hub import api_audit, api_channels, api_directory, api_notes, events, live, metrics, openapi
+from hub.auditlog import AuditLog
+from hub.auth import AUTHENTICATOR, CALLER, Authenticator, auth_middleware
 from hub.bootstrap import register_first_admins
 from hub.config import Settings
 from hub.directory import Directory
 from hub.embedded import EmbeddedRedis
-from hub.errors import ShuttingDown
+from hub.errors import HubError, ShuttingDown
 from hub.feeds import Feeds
+from hub.logstore import LogStore
 from hub.metrics import METRICS, SHUTTING_DOWN, Metrics, metrics_middleware
-from hub.problems import problems_middleware
+from hub.problems import REFUSAL_RECORDER, problems_middleware
 from hub.records import Kind
-from hub.state import DIRECTORY, SETTINGS, STORE
+from hub.state import AUDIT, DIRECTORY, SETTINGS, STORE
 from hub.store import Store
+from keys import now_ms
+from keys.logkey import LogKey
 
 log = logging.getLogger("hub")
+
+
+class StartError(Exception):
+    """The hub cannot start with these settings and files; the message says why."""
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -81,6 +90,38 @@ async def _announce(store: Store, settings: Settings) -> None:
         )
 
 
+def _log_key(settings: Settings) -> LogKey:
+    """The audit log's key: loaded, or made at first start (mode 0600)."""
+    path = settings.log_key_path
+    if path.exists():
+        key = LogKey.load(path)
+        if key.origin != settings.origin:
+            raise StartError(
+                f"{path} signs for log {key.origin!r}, but this hub is configured as "
+                f"{settings.origin!r}; fix --log-origin or use the right key file"
+            )
+        return key
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = LogKey.generate(settings.origin)
+    key.save(path)
+    log.info("made the audit log key %s", path)
+    return key
+
+
+async def _audit(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    audit = AuditLog(
+        LogStore(app[STORE].client),
+        _log_key(settings),
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+    )
+    app[AUDIT] = audit
+    log.info("audit log %s, verifier key %s", audit.key.origin, audit.key.verifier_key)
+    await audit.start()
+    yield
+    await audit.stop()
+
+
 async def _feeds(app: web.Application) -> AsyncIterator[None]:
     app[live.FEEDS] = Feeds(app[STORE])
     yield
@@ -90,6 +131,20 @@ async def _feeds(app: web.Application) -> AsyncIterator[None]:
 async def _on_shutdown(app: web.Application) -> None:
     app[SHUTTING_DOWN]["now"] = True
     await live.close_all(app, "the hub is shutting down; reconnect and resume from your cursor")
+
+
+async def _record_refusal(request: web.Request, error: HubError) -> None:
+    """Log a refused request in the audit log: who (when known), what, and why."""
+    caller = request.get(CALLER)
+    event = events.request_refused(
+        agency=caller.agency if caller is not None else None,
+        method=request.method,
+        path=request.path,
+        problem=error.slug,
+        status=error.status,
+        at=now_ms(),
+    )
+    await request.app[AUDIT].record_refusal(event)
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -102,16 +157,18 @@ def build_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[SHUTTING_DOWN] = {"now": False}
     app[live.SOCKETS] = live.OpenSockets()
+    app[REFUSAL_RECORDER] = _record_refusal
     for table in (
         metrics.routes,
         api_directory.routes,
         api_channels.routes,
         api_notes.routes,
         live.routes,
+        api_audit.routes,
         openapi.routes,
     ):
         app.add_routes(table)
-    app.cleanup_ctx.extend([_storage, _feeds])
+    app.cleanup_ctx.extend([_storage, _audit, _feeds])
     app.on_shutdown.append(_on_shutdown)
     return app
 

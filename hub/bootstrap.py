@@ -11,11 +11,15 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from hub import events
 from hub.records import AgencyRecord, Kind, Status
 from hub.store import Store
 from keys import KeysError, load_card, now_ms
 
 log = logging.getLogger(__name__)
+
+#: Who registers the first administrators, in the audit log: the hub's own start.
+BOOTSTRAP = "hub-start"
 
 
 class BootstrapError(Exception):
@@ -31,8 +35,10 @@ async def register_first_admins(store: Store, paths: Sequence[Path]) -> None:
             raise BootstrapError(f"administrator card: {exc}") from None
         existing = await store.get_agency(card.agency)
         if existing is None:
-            record = AgencyRecord(card.agency, Kind.ADMIN, Status.ACTIVE, (card.key_id,), now_ms())
-            await store.register_agency(record, card.serialize())
+            at = now_ms()
+            record = AgencyRecord(card.agency, Kind.ADMIN, Status.ACTIVE, (card.key_id,), at)
+            event = events.agency_registered(record, card, BOOTSTRAP, at)
+            await store.register_agency(record, card.serialize(), event)
             log.info("registered administrator %s (key %s)", card.agency, card.key_id.fingerprint())
         elif existing.kind is not Kind.ADMIN or card.key_id not in existing.key_ids:
             raise BootstrapError(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,6 +161,13 @@ def _redis_url_ok(value: object) -> bool:
     database = parts.path.removeprefix("/")
     db_ok = database == "" or database.isdigit()
     return parts.scheme in REDIS_SCHEMES and bool(parts.hostname) and db_ok
+
+
+def _origin_ok(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.\-/]{0,127}", value) is not None
+    )
 
 
 def _optional_text_ok(value: object) -> bool:
@@ -391,6 +399,33 @@ SETTINGS: Final[tuple[SettingSpec, ...]] = (
         _text(lambda text: text.strip().upper()),
         lambda value: value in LOG_LEVELS,
     ),
+    SettingSpec(
+        "log_key",
+        "--log-key",
+        "FILE",
+        "a file path",
+        "The audit log's signing key; unset: DATA_DIR/log.key, made at first start.",
+        _PATH,
+        lambda value: value is None or (isinstance(value, Path) and str(value) != ""),
+    ),
+    SettingSpec(
+        "log_origin",
+        "--log-origin",
+        "NAME",
+        "1-128 of A-Z a-z 0-9 . - /, e.g. hub.polizei.nrw/siko-log",
+        "The audit log's name in its checkpoints; unset: <host of the base URL>/siko-log.",
+        _text(),
+        lambda value: value is None or _origin_ok(value),
+    ),
+    SettingSpec(
+        "checkpoint_interval_s",
+        "--checkpoint-interval",
+        "SECONDS",
+        "a number of seconds 0.1-60",
+        "How often the hub signs a checkpoint while the audit log grows.",
+        _FLOAT,
+        lambda value: isinstance(value, float | int) and 0.1 <= value <= 60,
+    ),
 )
 _BY_NAME: Final = {spec.name: spec for spec in SETTINGS}
 
@@ -528,6 +563,9 @@ class Settings:
     shutdown_grace_s: float = 10.0
     page_limit_max: int = 500
     log_level: str = "INFO"
+    log_key: Path | None = None
+    log_origin: str | None = None
+    checkpoint_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         for spec in SETTINGS:
@@ -586,6 +624,19 @@ class Settings:
     def from_env(cls, *, flags: Mapping[str, object] | None = None) -> Settings:
         """:meth:`load` from this process's environment (and ``SIKO_CONFIG``)."""
         return cls.load(flags=flags or {}, env=process_env(), config_file=None)
+
+    @property
+    def log_key_path(self) -> Path:
+        """Where the audit log's signing key is kept."""
+        return self.log_key if self.log_key is not None else self.data_dir / "log.key"
+
+    @property
+    def origin(self) -> str:
+        """The audit log's origin line in its checkpoints."""
+        if self.log_origin is not None:
+            return self.log_origin
+        host = urlsplit(self.base_url).hostname or "siko"
+        return f"{host}/siko-log"
 
     @property
     def base_url(self) -> str:

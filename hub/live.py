@@ -14,7 +14,10 @@ server -> client::
 
 client -> server::
 
-    {"t": "ack", "ch": channel, "id": stream id}
+    {"t": "ack", "ch": channel, "id": stream id, "at": ms, "sig": signature}
+
+An ack is the agency's signed statement (:class:`keys.statements.ReadAck`) that it has
+read the channel up to that id; the hub keeps it in the audit log as evidence.
 
 Within one connection every channel's notes arrive in stream order, with no gap and
 no duplicate (see :mod:`hub.feeds`); after any disconnect the client resumes from the
@@ -36,6 +39,7 @@ from hub.api_notes import parse_stream_id
 from hub.auth import CALLER, Caller
 from hub.errors import BadRequest, HubError
 from hub.feeds import Feeds, Overflow, Subscriber
+from hub.reads import acknowledge
 from hub.records import Role
 from hub.state import STORE
 from hub.store import StoredNote
@@ -168,8 +172,8 @@ async def _receive_acks(
         if message.type is not WSMsgType.BINARY:
             continue
         try:
-            channel, stream_id = _parse_ack(message.data, channels)
-            position = await request.app[STORE].advance_read(channel, caller.agency, stream_id)
+            channel, stream_id, at, signature = _parse_ack(message.data, channels)
+            position = await acknowledge(request.app, caller, channel, stream_id, at, signature)
         except HubError as error:
             frame = {"t": "error", "type": error.problem_type(), "detail": error.detail}
             await _send(ws, lock, frame)
@@ -177,17 +181,20 @@ async def _receive_acks(
         await _send(ws, lock, {"t": "acked", "ch": channel, "pos": position})
 
 
-def _parse_ack(data: bytes, channels: set[str]) -> tuple[str, str]:
+def _parse_ack(data: bytes, channels: set[str]) -> tuple[str, str, int, bytes]:
     try:
-        frame = msgpack.unpackb(data, raw=False, max_str_len=256, max_bin_len=0, max_array_len=0)
+        frame = msgpack.unpackb(data, raw=False, max_str_len=256, max_bin_len=64, max_array_len=0)
     except (ValueError, TypeError, msgpack.UnpackException):
         raise BadRequest("frames must be msgpack maps") from None
     if not isinstance(frame, dict) or frame.get("t") != "ack":
-        raise BadRequest('the only client frame is {"t": "ack", "ch": ..., "id": ...}')
+        raise BadRequest('the only client frame is {"t": "ack", "ch", "id", "at", "sig"}')
     channel, stream_id = frame.get("ch"), frame.get("id")
+    at, signature = frame.get("at"), frame.get("sig")
     if not isinstance(channel, str) or channel not in channels or not isinstance(stream_id, str):
         raise BadRequest("ack a channel of this subscription with a stream id")
-    return channel, parse_stream_id(stream_id, "id")
+    if type(at) is not int or not isinstance(signature, bytes):
+        raise BadRequest("an ack carries its time 'at' (ms) and the agency's signature 'sig'")
+    return channel, parse_stream_id(stream_id, "id"), at, signature
 
 
 async def _close(ws: web.WebSocketResponse, lock: asyncio.Lock, detail: str) -> None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 
-from hub.errors import BadRequest, HubError, NotFound, TooLarge
+from hub.errors import BadRequest, HubError, NotFound, TooLarge, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +64,39 @@ def from_http_exception(exc: web.HTTPException) -> HubError:
 
 @web.middleware
 async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render every error raised below as problem details."""
+    """Render every error raised below as problem details, and log the refusal."""
     try:
         return await handler(request)
     except HubError as error:
-        request[REFUSAL] = error
-        return problem_response(error)
+        return await _refused(request, error)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        mapped = from_http_exception(exc)
-        request[REFUSAL] = mapped
-        return problem_response(mapped)
+        return await _refused(request, from_http_exception(exc))
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return problem_response(HubError("the hub failed unexpectedly; the error is logged"))
 
 
+async def _refused(request: web.Request, error: HubError) -> web.Response:
+    request[REFUSAL] = error
+    recorder = request.app.get(REFUSAL_RECORDER)
+    if recorder is not None and not isinstance(error, Unavailable):
+        try:
+            await recorder(request, error)
+        except HubError as failure:
+            log.warning("could not log a refused request: %s", failure)
+    return problem_response(error)
+
+
 REFUSAL = web.RequestKey("refusal", HubError)
+
+
+#: Called for every refused request (set by the app to log it in the audit log).
+class RefusalRecorder(Protocol):
+    """Logs one refused request."""
+
+    async def __call__(self, request: web.Request, error: HubError, /) -> None: ...
+
+
+REFUSAL_RECORDER = web.AppKey("refusal_recorder", RefusalRecorder)

@@ -44,6 +44,7 @@ class Kind(enum.Enum):
 
     AGENCY = "agency"
     ADMIN = "admin"
+    AUDITOR = "auditor"
 
 
 class Status(enum.Enum):

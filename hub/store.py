@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub import keyspace
 from hub.errors import Conflict, IdempotencyConflict, NotFound, RosterChanged, Unavailable
+from hub.events import AuditEvent
 from hub.records import AgencyRecord, ChannelRecord
 
 RETRY_AFTER_S: Final = 1
@@ -42,10 +43,11 @@ class StoredNote:
 
 @dataclass(frozen=True)
 class AppendResult:
-    """Where a note was stored, and whether it was there already (a retry)."""
+    """Where a note was stored, whether it was there already (a retry), and its event."""
 
     stream_id: str
     duplicate: bool
+    event_id: str
 
 
 @contextlib.asynccontextmanager
@@ -74,6 +76,7 @@ class Store:
         self._put_channel = client.register_script(keyspace.PUT_CHANNEL)
         self._advance = client.register_script(keyspace.ADVANCE_READ)
         self._put_agency = client.register_script(keyspace.PUT_AGENCY)
+        self._sequence = client.register_script(keyspace.SEQUENCE)
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -87,6 +90,11 @@ class Store:
             retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
         )
         return cls(client)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The connection pool, shared with :class:`hub.logstore.LogStore`."""
+        return self._redis
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -123,26 +131,38 @@ class Store:
         found: list[bytes | None] = await _call(self._redis.hmget(keyspace.cards(), key_ids_hex))
         return found
 
-    async def register_agency(self, record: AgencyRecord, card: bytes) -> None:
+    async def register_agency(self, record: AgencyRecord, card: bytes, event: AuditEvent) -> str:
         """Add a new directory entry with its first card; :class:`Conflict` if it exists."""
-        if not await self._put_agency_record(record, card, b"new"):
+        event_id = await self._put_agency_record(record, card, b"new", event)
+        if event_id is None:
             raise Conflict(f"{record.agency} is already registered")
+        return event_id
 
-    async def replace_agency(self, old: AgencyRecord, new: AgencyRecord, card: bytes) -> None:
+    async def replace_agency(
+        self, old: AgencyRecord, new: AgencyRecord, card: bytes, event: AuditEvent
+    ) -> str:
         """Replace a directory entry if it is still ``old``; :class:`Conflict` otherwise."""
-        if not await self._put_agency_record(new, card, old.serialize()):
+        event_id = await self._put_agency_record(new, card, old.serialize(), event)
+        if event_id is None:
             raise Conflict(f"{new.agency} was changed meanwhile; retry")
+        return event_id
 
-    async def _put_agency_record(self, record: AgencyRecord, card: bytes, expect: bytes) -> bool:
-        keys = [keyspace.agencies(), keyspace.cards()]
+    async def _put_agency_record(
+        self, record: AgencyRecord, card: bytes, expect: bytes, event: AuditEvent
+    ) -> str | None:
+        keys = [keyspace.agencies(), keyspace.cards(), keyspace.directory_events()]
         args: list[bytes | str] = [
             str(record.agency),
             record.serialize(),
             str(record.current_key),
             card,
             expect,
+            event.leaf,
+            event.record,
+            event.salt,
         ]
-        return bool(await _call(self._put_agency(keys=keys, args=args)))
+        outcome = await _call(self._put_agency(keys=keys, args=args))
+        return outcome.decode() if isinstance(outcome, bytes) else None
 
     # -- channels -------------------------------------------------------------------
 
@@ -158,24 +178,42 @@ class Store:
         names = await _call(self._redis.hkeys(keyspace.channel_index()))
         return sorted(n.decode() for n in names)
 
-    async def create_channel(self, record: ChannelRecord) -> int:
-        """Create a channel; :class:`Conflict` if it exists. Returns its roster version."""
-        version = await self._put(record, 0)
-        if version < 0:
-            raise Conflict(f"channel {record.channel} already exists")
+    async def create_channel(self, record: ChannelRecord, event: AuditEvent) -> tuple[int, str]:
+        """Create a channel; :class:`Conflict` if it exists. Returns version and event id.
+
+        The index entry is written first: the audit sequencer finds channel outboxes
+        through the index, so a channel must never exist without its entry.
+        """
         await _call(self._redis.hset(keyspace.channel_index(), str(record.channel), record.created))
-        return version
+        reply = await self._put(record, 0, event)
+        if reply is None:
+            raise Conflict(f"channel {record.channel} already exists")
+        return reply
 
-    async def update_channel(self, record: ChannelRecord, expected_version: int) -> int:
+    async def update_channel(
+        self, record: ChannelRecord, expected_version: int, event: AuditEvent
+    ) -> tuple[int, str]:
         """Replace a channel record if unchanged since ``expected_version``."""
-        version = await self._put(record, expected_version)
-        if version < 0:
+        reply = await self._put(record, expected_version, event)
+        if reply is None:
             raise Conflict(f"channel {record.channel} was changed meanwhile; retry")
-        return version
+        return reply
 
-    async def _put(self, record: ChannelRecord, expected: int) -> int:
-        keys = [keyspace.channel_record(record.channel)]
-        return int(await _call(self._put_channel(keys=keys, args=[expected, record.serialize()])))
+    async def _put(
+        self, record: ChannelRecord, expected: int, event: AuditEvent
+    ) -> tuple[int, str] | None:
+        keys = [keyspace.channel_record(record.channel), keyspace.channel_events(record.channel)]
+        args: list[bytes | str | int] = [
+            expected,
+            record.serialize(),
+            event.leaf,
+            event.record,
+            event.salt,
+        ]
+        reply = await _call(self._put_channel(keys=keys, args=args))
+        if int(reply[0]) < 0:
+            return None
+        return int(reply[0]), reply[1].decode()
 
     # -- notes ----------------------------------------------------------------------
 
@@ -189,6 +227,7 @@ class Store:
         digest_hex: str,
         envelope: bytes,
         now_ms: int,
+        event: AuditEvent,
     ) -> AppendResult:
         """Store a note once per message id, if the roster is still ``roster_version``."""
         name = str(channel.channel)
@@ -196,6 +235,7 @@ class Store:
             keyspace.channel_record(name),
             keyspace.channel_notes(name),
             keyspace.channel_message(name, message_id.hex()),
+            keyspace.channel_events(name),
         ]
         oldest = f"{max(0, now_ms - channel.retention_ms)}-0"
         args: list[bytes | str | int] = [
@@ -206,6 +246,9 @@ class Store:
             envelope,
             oldest,
             channel.retention_ms,
+            event.leaf,
+            event.record,
+            event.salt,
         ]
         outcome, *rest = await _call(self._append(keys=keys, args=args))
         return _append_result(outcome.decode(), rest, name, digest_hex)
@@ -239,16 +282,31 @@ class Store:
         seen = await _call(self._redis.get(keyspace.channel_message(channel, message_id_hex)))
         return None if seen is None else seen.decode().split(" ")[0]
 
+    async def find_message_event(self, channel: str, message_id_hex: str) -> str | None:
+        """The audit event id of a message id's note, while its record lives."""
+        seen = await _call(self._redis.get(keyspace.channel_message(channel, message_id_hex)))
+        return None if seen is None else seen.decode().split(" ")[2]
+
     # -- read positions -------------------------------------------------------------
 
-    async def advance_read(self, channel: str, agency: str, stream_id: str) -> str:
-        """Move ``agency``'s read position forward to ``stream_id``; returns the position."""
-        keys = [keyspace.channel_reads(channel), keyspace.channel_notes(channel)]
-        args: list[str] = [agency, stream_id]
-        outcome, position = await _call(self._advance(keys=keys, args=args))
+    async def advance_read(
+        self, channel: str, agency: str, stream_id: str, event: AuditEvent
+    ) -> tuple[str, str | None]:
+        """Move ``agency``'s read position forward to ``stream_id``.
+
+        Returns the position and the id of the audit event (None when it did not move).
+        """
+        keys = [
+            keyspace.channel_reads(channel),
+            keyspace.channel_notes(channel),
+            keyspace.channel_events(channel),
+        ]
+        args: list[bytes | str] = [agency, stream_id, event.leaf, event.record, event.salt]
+        outcome, position, *rest = await _call(self._advance(keys=keys, args=args))
         if outcome == b"beyond":
             raise Conflict(f"{stream_id} is after the newest note ({position.decode()})")
-        return str(position.decode())
+        event_id = rest[0].decode() if rest and rest[0] else None
+        return position.decode(), event_id
 
     async def read_positions(self, channel: str) -> dict[str, str]:
         """Each agency's read position in ``channel``."""
@@ -267,12 +325,12 @@ class Store:
 
 def _append_result(outcome: str, rest: list[Any], channel: str, digest_hex: str) -> AppendResult:
     if outcome == "ok":
-        return AppendResult(rest[0].decode(), duplicate=False)
+        return AppendResult(rest[0].decode(), duplicate=False, event_id=rest[1].decode())
     if outcome == "dup":
-        stream_id, seen_digest = rest[0].decode().split(" ")
+        stream_id, seen_digest, event_id = rest[0].decode().split(" ")
         if seen_digest != digest_hex:
             raise IdempotencyConflict("this message id was used for another note; use a new one")
-        return AppendResult(stream_id, duplicate=True)
+        return AppendResult(stream_id, duplicate=True, event_id=event_id)
     if outcome == "stale":
         raise RosterChanged(f"the roster of {channel} changed meanwhile; fetch it and seal again")
     raise NotFound(f"no channel {channel}")

@@ -51,3 +51,9 @@ NOTE_SIG_TYPE_ED25519: Final = b"\x01"
 # The application tag (RFC 9421 section 2.3 ``tag`` parameter) of every request
 # signature; a signature with any other tag, or none, is refused.
 HTTPSIG_TAG: Final = "siko-hub"
+
+# -- Audit log leaves and receipts (keys/leaf.py) -----------------------------------
+LEAF_COMMITMENT: Final = b"siko-hub/v1 audit record commitment\x00"
+SIG_TOMBSTONE: Final = b"siko-hub/v1 audit tombstone\x00"
+SIG_RECEIPT: Final = b"siko-hub/v1 post receipt\x00"
+SIG_ACK: Final = b"siko-hub/v1 read acknowledgement\x00"

@@ -70,6 +70,9 @@ def test_environment_variable_names() -> None:
         "SIKO_SHUTDOWN_GRACE_S",
         "SIKO_PAGE_LIMIT_MAX",
         "SIKO_LOG_LEVEL",
+        "SIKO_LOG_KEY",
+        "SIKO_LOG_ORIGIN",
+        "SIKO_CHECKPOINT_INTERVAL_S",
     ]
 
 

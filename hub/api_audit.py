@@ -1,0 +1,84 @@
+"""/v1/audit: checkpoints, leaves, records and proofs for auditors and agencies.
+
+Any registered party may read checkpoints, leaves (commitments only) and proofs: an
+agency checks its receipts and the cards it encrypts to. Event records, which name
+agencies and channels, are served to auditors (and administrators) only.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hub import wire
+from hub.auth import CALLER
+from hub.errors import BadRequest, NotFound
+from hub.records import Kind
+from hub.state import AUDIT
+
+routes = web.RouteTableDef()
+
+MAX_INDEX = 2**63 - 1
+
+
+def _number(request: web.Request, name: str) -> int:
+    text = request.query.get(name, "")
+    if not text.isdigit() or len(text) > 19 or int(text) > MAX_INDEX:
+        raise BadRequest(f"query parameter {name!r} must be a non-negative integer")
+    return int(text)
+
+
+@routes.get("/v1/audit/checkpoint")
+async def get_checkpoint(request: web.Request) -> web.Response:
+    """The newest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
+    note = await request.app[AUDIT].latest_checkpoint()
+    return web.Response(body=note, content_type="text/plain", charset="utf-8")
+
+
+@routes.get("/v1/audit/checkpoints/{size}")
+async def get_checkpoint_at(request: web.Request) -> web.Response:
+    """The signed checkpoint of a given tree size, if the hub signed one."""
+    size_text = request.match_info["size"]
+    if not size_text.isdigit() or len(size_text) > 19:
+        raise BadRequest("the size must be a non-negative integer")
+    note = await request.app[AUDIT].checkpoint_at(int(size_text))
+    if note is None:
+        raise NotFound(f"no checkpoint was signed at size {size_text}")
+    return web.Response(body=note, content_type="text/plain", charset="utf-8")
+
+
+@routes.get("/v1/audit/key")
+async def get_key(request: web.Request) -> web.Response:
+    """The log's origin and verifier key (compare it with the one published out of band)."""
+    key = request.app[AUDIT].key
+    return wire.respond(request, {"origin": key.origin, "verifier_key": key.verifier_key})
+
+
+@routes.get("/v1/audit/leaves")
+async def get_leaves(request: web.Request) -> web.Response:
+    """Leaves ``start .. end-1``; auditors also get each record and salt still kept."""
+    start, end = _number(request, "start"), _number(request, "end")
+    leaves = await request.app[AUDIT].leaves(start, end)
+    with_records = request[CALLER].record.kind in (Kind.AUDITOR, Kind.ADMIN)
+    entries = []
+    for item in leaves:
+        entry: dict[str, object] = {"index": item.index, "leaf": item.leaf}
+        if with_records and item.record:
+            entry["record"], entry["salt"] = item.record, item.salt
+        entries.append(entry)
+    return wire.respond(request, {"start": start, "end": end, "leaves": entries})
+
+
+@routes.get("/v1/audit/proofs/inclusion")
+async def get_inclusion(request: web.Request) -> web.Response:
+    """The RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
+    index, size = _number(request, "index"), _number(request, "size")
+    proof = await request.app[AUDIT].inclusion_proof(index, size)
+    return wire.respond(request, {"index": index, "size": size, "proof": proof})
+
+
+@routes.get("/v1/audit/proofs/consistency")
+async def get_consistency(request: web.Request) -> web.Response:
+    """The RFC 9162 consistency proof between trees of ``old`` and ``new`` leaves."""
+    old, new = _number(request, "old"), _number(request, "new")
+    proof = await request.app[AUDIT].consistency_proof(old, new)
+    return wire.respond(request, {"old": old, "new": new, "proof": proof})

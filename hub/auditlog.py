@@ -1,0 +1,269 @@
+"""The audit log: sequencer, checkpoints, proofs and deletion.
+
+Theory of operation. An action and its audit event are written by one Lua script into
+the action's own hash slot: the event goes into that slot's *outbox* stream. So there is
+no action without its event and no event without its action, on one Redis or a Cluster.
+The sequencer then moves events from outboxes into the Merkle log, exactly once:
+
+1. it reads the log size and the frontier (the perfect subtrees on the right edge);
+2. it reads the outbox's events after the outbox's cursor (the last event taken);
+3. it computes the new leaves' hashes and every perfect subtree they complete
+   (:meth:`keys.merkle.Frontier.append`), in Python, since Redis has no SHA-256;
+4. one Lua script in the ``{log}`` slot stores leaves, records, salts and nodes, and
+   moves size and cursor, but only if size and cursor are still what step 1 and 2 read.
+
+Two sequencers (two hub replicas) can race; the loser's script changes nothing and it
+starts again, so every event becomes exactly one leaf, in outbox order. A crash between
+the steps leaves the outbox untouched, and the next drain (each post drains its channel;
+a sweep drains every outbox every second) picks the events up.
+
+Proofs read the O(log n) perfect-subtree hashes they need in one ``HMGET``.
+Checkpoints are signed at most every ``checkpoint_interval_s`` while the log grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from hub import keyspace
+from hub.errors import BadRequest, HubError, NotFound, Unavailable
+from hub.events import AuditEvent
+from hub.logstore import LogStore, OutboxEvent, StoredLeaf
+from keys import merkle
+from keys.leaf import Tombstone
+from keys.logkey import LogKey
+
+log = logging.getLogger(__name__)
+
+BATCH: Final = 512
+SWEEP_S: Final = 1.0
+WAIT_FOR_INDEX_S: Final = 5.0
+MAX_PAGE: Final = 1000
+
+
+@dataclass
+class _Tree:
+    """The sequencer's view of the log: its frontier (hence size and root)."""
+
+    frontier: merkle.Frontier
+
+
+class AuditLog:
+    """The hub's audit log service."""
+
+    def __init__(self, store: LogStore, key: LogKey, *, checkpoint_interval_s: float) -> None:
+        self._store = store
+        self.key = key
+        self._interval = checkpoint_interval_s
+        self._tree: _Tree | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._dirty: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._signed_size = -1
+
+    async def start(self) -> None:
+        """Start the sequencer sweep and the checkpointer."""
+        self._tasks = [
+            asyncio.create_task(self._sweep_loop(), name="audit-sequencer"),
+            asyncio.create_task(self._checkpoint_loop(), name="audit-checkpointer"),
+        ]
+
+    async def stop(self) -> None:
+        """Drain what is pending (if storage answers), sign a last checkpoint, stop."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(HubError):
+            await self.drain_all()
+            await self.sign_checkpoint()
+
+    # -- sequencing -------------------------------------------------------------------
+
+    async def index_of(self, outbox: str, event_id: str) -> int:
+        """The leaf index ``event_id`` of ``outbox`` became, draining it if needed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_FOR_INDEX_S
+        while True:
+            index = await self._store.source_index(outbox, event_id)
+            if index is not None:
+                return index
+            if loop.time() > deadline:
+                raise Unavailable("the audit log is not keeping up; retry", retry_after=1)
+            await self.drain(outbox)
+
+    async def settle_directory(self, event_id: str) -> int:
+        """The leaf index of a directory event (waiting for it to be sequenced)."""
+        return await self.index_of(keyspace.directory_events(), event_id)
+
+    async def settle_channel(self, channel: str, event_id: str) -> int:
+        """The leaf index of a channel's event (waiting for it to be sequenced)."""
+        return await self.index_of(keyspace.channel_events(channel), event_id)
+
+    async def record_refusal(self, event: AuditEvent) -> None:
+        """Queue a refused request's event; the sweep sequences it shortly."""
+        await self._store.append_inbox(event)
+        self.note_dirty(keyspace.log_inbox())
+
+    async def append(self, event: AuditEvent) -> int:
+        """Log an event that has no action of its own (a refusal, a tombstone)."""
+        event_id = await self._store.append_inbox(event)
+        return await self.index_of(keyspace.log_inbox(), event_id)
+
+    def note_dirty(self, outbox: str) -> None:
+        """Ask the sweep to drain ``outbox`` soon."""
+        self._dirty.add(outbox)
+        self._wake.set()
+
+    async def drain_all(self) -> None:
+        """Take every pending event of every outbox into the log."""
+        for outbox in await self._store.outboxes():
+            await self.drain(outbox)
+
+    async def drain(self, outbox: str) -> None:
+        """Take every pending event of ``outbox`` into the log."""
+        async with self._lock:
+            while await self._drain_batch(outbox):
+                pass
+
+    async def _drain_batch(self, outbox: str) -> bool:
+        tree = await self._current_tree()
+        cursor = await self._store.cursor(outbox)
+        events = await self._store.read_outbox(outbox, cursor, BATCH)
+        if not events:
+            return False
+        frontier, nodes = _appended(tree.frontier, events)
+        first = await self._store.sequence(
+            size=tree.frontier.size, outbox=outbox, cursor=cursor, events=events, nodes=nodes
+        )
+        if first is None:
+            self._tree = None  # another sequencer went first: reload and try again
+            return True
+        self._tree = _Tree(frontier)
+        await self._store.trim_outbox(outbox, events[-1].event_id)
+        return len(events) == BATCH
+
+    async def _current_tree(self) -> _Tree:
+        if self._tree is None:
+            size = await self._store.size()
+            hashes = await self._store.nodes(merkle.Frontier.node_ids(size))
+            if any(h is None for h in hashes):
+                raise HubError("the audit log is missing subtree hashes; it needs an operator")
+            self._tree = _Tree(merkle.Frontier(size, tuple(h for h in hashes if h is not None)))
+        return self._tree
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), SWEEP_S)
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            try:
+                for outbox in dirty or await self._store.outboxes():
+                    await self.drain(outbox)
+            except HubError as error:
+                log.warning("audit sequencer: %s; retrying", error)
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    async def sign_checkpoint(self) -> bytes | None:
+        """Sign and keep a checkpoint of the log as it is, if it grew since the last one."""
+        async with self._lock:
+            self._tree = None
+            tree = await self._current_tree()
+        size = tree.frontier.size
+        if size == self._signed_size:
+            return None
+        note = self.key.sign_checkpoint(size, tree.frontier.root())
+        await self._store.put_checkpoint(size, note)
+        self._signed_size = size
+        return note
+
+    async def checkpoint_at(self, size: int) -> bytes | None:
+        """The signed checkpoint of ``size`` leaves, if one was signed."""
+        return await self._store.checkpoint_at(size)
+
+    async def latest_checkpoint(self) -> bytes:
+        """The newest signed checkpoint (signing the first one if there is none yet)."""
+        note = await self._store.latest_checkpoint()
+        if note is None:
+            note = await self.sign_checkpoint()
+        if note is None:
+            note = await self._store.latest_checkpoint()
+        if note is None:
+            raise Unavailable("no checkpoint yet; retry", retry_after=1)
+        return note
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            try:
+                await self.sign_checkpoint()
+            except HubError as error:
+                log.warning("audit checkpointer: %s; retrying", error)
+            await asyncio.sleep(self._interval)
+
+    # -- reading the log --------------------------------------------------------------
+
+    async def size(self) -> int:
+        """The number of leaves now."""
+        return await self._store.size()
+
+    async def leaves(self, start: int, end: int) -> list[StoredLeaf]:
+        """Leaves ``start .. end-1`` with records and salts where still kept."""
+        size = await self._store.size()
+        if not 0 <= start <= end <= size or end - start > MAX_PAGE:
+            raise BadRequest(f"ask for leaves 0 <= start <= end <= {size}, at most {MAX_PAGE}")
+        return await self._store.leaves(start, end)
+
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """The RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
+        await self._check_size(size)
+        if not 0 <= index < size:
+            raise BadRequest(f"index must be below the tree size {size}")
+        return await self._proof(merkle.inclusion_proof_nodes(index, size))
+
+    async def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """The RFC 9162 consistency proof between trees of ``old`` and ``new`` leaves."""
+        await self._check_size(new)
+        if not 0 <= old <= new:
+            raise BadRequest("need 0 <= old size <= new size")
+        return await self._proof(merkle.consistency_proof_nodes(old, new))
+
+    async def _check_size(self, size: int) -> None:
+        current = await self._store.size()
+        if not 0 <= size <= current:
+            raise BadRequest(f"the log has {current} leaves; ask for a size up to that")
+
+    async def _proof(self, plan: merkle.ProofNodes) -> list[bytes]:
+        hashes = await self._store.nodes(plan.ids)
+        if any(h is None for h in hashes):
+            raise HubError("the audit log is missing subtree hashes; it needs an operator")
+        return plan.combine([h for h in hashes if h is not None])
+
+    # -- deletion -------------------------------------------------------------------
+
+    async def delete_record(self, index: int, reason: str, now_ms: int) -> int:
+        """Delete the record at ``index`` and log a signed tombstone; its leaf index."""
+        if not 0 <= index < await self._store.size():
+            raise NotFound(f"no leaf {index}")
+        if not await self._store.delete_record(index):
+            raise NotFound(f"the record of leaf {index} is already deleted")
+        tombstone = self.key.sign_tombstone(Tombstone(index, reason, now_ms))
+        return await self.append(AuditEvent(tombstone.leaf(), b"", b""))
+
+
+def _appended(
+    frontier: merkle.Frontier, events: Sequence[OutboxEvent]
+) -> tuple[merkle.Frontier, list[tuple[int, int, bytes]]]:
+    nodes: list[tuple[int, int, bytes]] = []
+    for item in events:
+        frontier, completed = frontier.append(merkle.leaf_hash(item.event.leaf))
+        nodes.extend(completed)
+    return frontier, nodes
