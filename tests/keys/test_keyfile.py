@@ -644,7 +644,7 @@ def test_save_card_never_overwrites(tmp_path: Path, small: Identity) -> None:
         b"\xc0",
         b"hello, this is not a card\n",
         OTHER.card.serialize()[:-1],
-        OTHER.card.serialize()[:-1] + b"\x00",
+        OTHER.card.serialize()[:-1] + bytes([OTHER.card.serialize()[-1] ^ 1]),
         lock_identity(OTHER, PASSPHRASE, kdf=KDF)[:-1],
     ],
     ids=["empty", "nil", "text", "truncated-card", "altered-card", "truncated-identity"],
