@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hub import wire
+from hub import policy, wire
 from hub.auth import CALLER
 from hub.errors import BadRequest, NotFound
 from hub.records import Kind
 from hub.state import AUDIT
+from keys import now_ms
 
 routes = web.RouteTableDef()
 
@@ -82,3 +83,19 @@ async def get_consistency(request: web.Request) -> web.Response:
     old, new = _number(request, "old"), _number(request, "new")
     proof = await request.app[AUDIT].consistency_proof(old, new)
     return wire.respond(request, {"old": old, "new": new, "proof": proof})
+
+
+@routes.post("/v1/audit/erasures")
+async def post_erasure(request: web.Request) -> web.Response:
+    """Erase one record (an approved erasure request); its leaf stays, a tombstone is added.
+
+    Administrators only; the four-eyes approval of erasures wraps this action later.
+    """
+    policy.require_admin(request[CALLER].record)
+    body = await wire.read_map(request)
+    index = wire.field(body, "index", int)
+    reason = wire.field(body, "reason", str)
+    if not 0 < len(reason) <= 200:
+        raise BadRequest("give a reason of 1-200 characters (it is kept in the log)")
+    tombstone_index = await request.app[AUDIT].delete_record(index, f"erasure: {reason}", now_ms())
+    return wire.respond(request, {"index": index, "tombstone": tombstone_index}, status=201)

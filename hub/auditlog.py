@@ -26,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
 from hub import keyspace
@@ -35,7 +37,7 @@ from hub.errors import BadRequest, HubError, NotFound, Unavailable
 from hub.events import AuditEvent
 from hub.logstore import LogStore, OutboxEvent, StoredLeaf
 from keys import merkle
-from keys.leaf import Tombstone
+from keys.leaf import EventRecord, Tombstone
 from keys.logkey import LogKey
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ BATCH: Final = 512
 SWEEP_S: Final = 1.0
 WAIT_FOR_INDEX_S: Final = 5.0
 MAX_PAGE: Final = 1000
+RETENTION_REASON: Final = "retention: end of the year after creation (BDSG section 76(4))"
+RETENTION_CHECK_S: Final = 3600.0
 
 
 @dataclass
@@ -72,6 +76,7 @@ class AuditLog:
         self._tasks = [
             asyncio.create_task(self._sweep_loop(), name="audit-sequencer"),
             asyncio.create_task(self._checkpoint_loop(), name="audit-checkpointer"),
+            asyncio.create_task(self._retention_loop(), name="audit-retention"),
         ]
 
     async def stop(self) -> None:
@@ -209,6 +214,16 @@ class AuditLog:
                 log.warning("audit checkpointer: %s; retrying", error)
             await asyncio.sleep(self._interval)
 
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                deleted = await self.retention_sweep(time.time_ns() // 1_000_000)
+                if deleted:
+                    log.info("audit retention: deleted %d records", len(deleted))
+            except HubError as error:
+                log.warning("audit retention: %s; retrying later", error)
+            await asyncio.sleep(RETENTION_CHECK_S)
+
     # -- reading the log --------------------------------------------------------------
 
     async def size(self) -> int:
@@ -249,6 +264,28 @@ class AuditLog:
 
     # -- deletion -------------------------------------------------------------------
 
+    async def retention_sweep(self, now_ms: int) -> list[int]:
+        """Delete every record whose retention has passed; the indexes deleted.
+
+        BDSG section 76(4): log data is deleted at the end of the year after the year it
+        was made. Records are sequenced in time order, so the sweep walks forward from
+        where it stopped last time and stops at the first record still due to be kept.
+        """
+        deleted: list[int] = []
+        start, size = await self._store.retention_cursor(), await self._store.size()
+        while start < size:
+            page = await self._store.leaves(start, min(size, start + MAX_PAGE))
+            for item in page:
+                if item.record and retention_ends(EventRecord.parse(item.record).at) > now_ms:
+                    await self._store.set_retention_cursor(item.index)
+                    return deleted
+                if item.record:
+                    await self.delete_record(item.index, RETENTION_REASON, now_ms)
+                    deleted.append(item.index)
+            start += len(page) or MAX_PAGE
+        await self._store.set_retention_cursor(start)
+        return deleted
+
     async def delete_record(self, index: int, reason: str, now_ms: int) -> int:
         """Delete the record at ``index`` and log a signed tombstone; its leaf index."""
         if not 0 <= index < await self._store.size():
@@ -257,6 +294,12 @@ class AuditLog:
             raise NotFound(f"the record of leaf {index} is already deleted")
         tombstone = self.key.sign_tombstone(Tombstone(index, reason, now_ms))
         return await self.append(AuditEvent(tombstone.leaf(), b"", b""))
+
+
+def retention_ends(at_ms: int) -> int:
+    """When a record made at ``at_ms`` must be gone: the end of the following year (UTC)."""
+    year = datetime.fromtimestamp(at_ms / 1000, tz=UTC).year
+    return int(datetime(year + 2, 1, 1, tzinfo=UTC).timestamp() * 1000)
 
 
 def _appended(
