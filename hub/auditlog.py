@@ -48,6 +48,8 @@ WAIT_FOR_INDEX_S: Final = 5.0
 MAX_PAGE: Final = 1000
 RETENTION_REASON: Final = "retention: end of the year after creation (BDSG section 76(4))"
 RETENTION_CHECK_S: Final = 3600.0
+#: How long stopping waits for a loop to finish its round before cancelling it.
+STOP_WAIT_S: Final = 5.0
 
 
 @dataclass
@@ -70,9 +72,11 @@ class AuditLog:
         self._dirty: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._signed_size = -1
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         """Start the sequencer sweep and the checkpointer."""
+        self._stopping.clear()
         self._tasks = [
             asyncio.create_task(self._sweep_loop(), name="audit-sequencer"),
             asyncio.create_task(self._checkpoint_loop(), name="audit-checkpointer"),
@@ -80,12 +84,22 @@ class AuditLog:
         ]
 
     async def stop(self) -> None:
-        """Drain what is pending (if storage answers), sign a last checkpoint, stop."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Drain what is pending (if storage answers), sign a last checkpoint, stop.
+
+        The loops are asked to stop by an event, not only by cancellation: a cancellation
+        that lands inside a Redis call can be absorbed by the client library, and a loop
+        that only listens for it would then sleep on forever.
+        """
+        self._stopping.set()
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_WAIT_S)
+            for task in pending:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._tasks = []
         with contextlib.suppress(HubError):
             await self.drain_all()
             await self.sign_checkpoint()
@@ -164,11 +178,18 @@ class AuditLog:
             self._tree = _Tree(merkle.Frontier(size, tuple(h for h in hashes if h is not None)))
         return self._tree
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the log is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
     async def _sweep_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), SWEEP_S)
             self._wake.clear()
+            if self._stopping.is_set():
+                return
             dirty, self._dirty = self._dirty, set()
             try:
                 for outbox in dirty or await self._store.outboxes():
@@ -207,22 +228,22 @@ class AuditLog:
         return note
 
     async def _checkpoint_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.sign_checkpoint()
             except HubError as error:
                 log.warning("audit checkpointer: %s; retrying", error)
-            await asyncio.sleep(self._interval)
+            await self._pause(self._interval)
 
     async def _retention_loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 deleted = await self.retention_sweep(time.time_ns() // 1_000_000)
                 if deleted:
                     log.info("audit retention: deleted %d records", len(deleted))
             except HubError as error:
                 log.warning("audit retention: %s; retrying later", error)
-            await asyncio.sleep(RETENTION_CHECK_S)
+            await self._pause(RETENTION_CHECK_S)
 
     # -- reading the log --------------------------------------------------------------
 

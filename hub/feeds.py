@@ -69,6 +69,7 @@ class ChannelFeed:
         self._started = asyncio.Event()
         self._last_id = "0-0"
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def join(self, subscriber: Subscriber) -> None:
         """Register ``subscriber``; returns once every later note will reach it."""
@@ -82,7 +83,12 @@ class ChannelFeed:
         self.subscribers.discard(subscriber)
 
     async def close(self) -> None:
-        """Stop reading."""
+        """Stop reading.
+
+        The flag stops the loop even if the cancellation lands inside a Redis call and is
+        absorbed there; the loop then ends after its current read.
+        """
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -90,7 +96,7 @@ class ChannelFeed:
 
     async def _run(self) -> None:
         delay = 0.05
-        while True:
+        while not self._closing:
             try:
                 if not self._started.is_set():
                     self._last_id = await self._store.newest_id(self.channel)
