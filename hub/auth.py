@@ -8,7 +8,8 @@ The middleware, for every path but the public ones:
 3. verifies the signature over method, target URI (the hub's public base URL plus the
    path and query exactly as received) and the body's Content-Digest, within
    ``clock_skew_s`` of now;
-4. records the nonce for twice the window, refusing a replay;
+4. records the nonce for as long as the request could be accepted (twice the window,
+   plus two seconds because the window is checked in whole seconds), refusing a replay;
 5. puts the caller on the request for the handlers.
 
 Each refusal is its own problem type, and nothing about keys leaks into the detail.
@@ -78,9 +79,19 @@ class Authenticator:
         if record.status is not Status.ACTIVE:
             raise AgencySuspended(f"{record.agency} is suspended; ask an administrator")
         verified = self._verify(request, body, keyid, card)
-        if not await self.store.remember_nonce(keyid, verified.nonce, 2 * self.clock_skew_s):
+        if not await self.store.remember_nonce(keyid, verified.nonce, self._nonce_ttl_s):
             raise ReplayedRequest("this nonce was already used; sign every request afresh")
         return Caller(record, card)
+
+    @property
+    def _nonce_ttl_s(self) -> int:
+        """How long a nonce is kept: longer than its request can pass the time check.
+
+        A request passes while ``abs(int(now) - created) <= clock_skew_s``: since ``now`` is
+        truncated to whole seconds, that lasts ``2 * clock_skew_s + 1`` seconds of real
+        time, and the nonce is stored up to a second after the first of them.
+        """
+        return 2 * self.clock_skew_s + 2
 
     def _verify(
         self, request: web.Request, body: bytes, keyid: str, card: AgencyCard
