@@ -182,9 +182,11 @@ class Store:
         """Create a channel; :class:`Conflict` if it exists. Returns version and event id.
 
         The index entry is written first: the audit sequencer finds channel outboxes
-        through the index, so a channel must never exist without its entry.
+        through the index, so a channel must never exist without its entry. It is only
+        added, never overwritten, so a refused second creation changes nothing.
         """
-        await _call(self._redis.hset(keyspace.channel_index(), str(record.channel), record.created))
+        index = keyspace.channel_index()
+        await _call(self._redis.hsetnx(index, str(record.channel), record.created))
         reply = await self._put(record, 0, event)
         if reply is None:
             raise Conflict(f"channel {record.channel} already exists")
