@@ -301,20 +301,28 @@ class AuditLog:
                     await self._store.set_retention_cursor(item.index)
                     return deleted
                 if item.record:
-                    await self.delete_record(item.index, RETENTION_REASON, now_ms)
-                    deleted.append(item.index)
+                    with contextlib.suppress(NotFound):  # another replica's sweep was first
+                        await self.delete_record(item.index, RETENTION_REASON, now_ms)
+                        deleted.append(item.index)
             start += len(page) or MAX_PAGE
         await self._store.set_retention_cursor(start)
         return deleted
 
     async def delete_record(self, index: int, reason: str, now_ms: int) -> int:
-        """Delete the record at ``index`` and log a signed tombstone; its leaf index."""
+        """Delete the record at ``index`` and log a signed tombstone; its leaf index.
+
+        The tombstone is signed first and queued in the same Redis step that deletes the
+        record, so no failure can leave a record gone without its tombstone. A leaf with
+        no record (already deleted, or a tombstone itself) is refused with nothing changed.
+        """
         if not 0 <= index < await self._store.size():
             raise NotFound(f"no leaf {index}")
-        if not await self._store.delete_record(index):
-            raise NotFound(f"the record of leaf {index} is already deleted")
         tombstone = self.key.sign_tombstone(Tombstone(index, reason, now_ms))
-        return await self.append(AuditEvent(tombstone.leaf(), b"", b""))
+        event_id = await self._store.delete_record(index, tombstone.leaf())
+        if event_id is None:
+            raise NotFound(f"the record of leaf {index} is already deleted (or it is a tombstone)")
+        self.note_dirty(keyspace.log_inbox())
+        return await self.index_of(keyspace.log_inbox(), event_id)
 
 
 def retention_ends(at_ms: int) -> int:

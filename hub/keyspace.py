@@ -235,7 +235,8 @@ return redis.call('XADD', KEYS[3], '*', 'leaf', ARGV[6], 'rec', ARGV[7], 'salt',
 #: ARGV[1] size the caller computed from, ARGV[2] outbox key, ARGV[3] the outbox's
 #: cursor the caller read from, ARGV[4] the new cursor, ARGV[5] k = number of events,
 #: then k groups (event id, leaf, record, salt), then m = number of completed nodes,
-#: then m pairs ("<level>:<index>", hash)
+#: then m pairs ("<level>:<index>", hash). An empty record (a tombstone: the leaf is
+#: all there is) stores no record and no salt, so it has nothing to delete.
 #: Returns {"ok", first index} when size and cursor were as expected (the k leaves now
 #: have indexes first .. first+k-1), else {"conflict"}: another sequencer went first.
 SEQUENCE: Final = """
@@ -248,8 +249,10 @@ for i = 0, k - 1 do
   local base = 6 + 4 * i
   local index = size + i
   redis.call('HSET', KEYS[2], index, ARGV[base + 1])
-  redis.call('HSET', KEYS[4], index, ARGV[base + 2])
-  redis.call('HSET', KEYS[5], index, ARGV[base + 3])
+  if ARGV[base + 2] ~= '' then
+    redis.call('HSET', KEYS[4], index, ARGV[base + 2])
+    redis.call('HSET', KEYS[5], index, ARGV[base + 3])
+  end
   redis.call('HSET', KEYS[7], ARGV[2] .. '|' .. ARGV[base], index)
 end
 local m_at = 6 + 4 * k

@@ -30,6 +30,21 @@ redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
 
+#: KEYS[1] records hash, KEYS[2] salts hash, KEYS[3] the log's inbox stream
+#: ARGV[1] leaf index, ARGV[2] the signed tombstone leaf naming that index
+#: Removes record and salt and queues the tombstone together, so a record is never gone
+#: without its tombstone. Returns the tombstone's event id, or 0 (nothing changed) when
+#: there is no record: already deleted, or the leaf is itself a tombstone (an empty
+#: record, as logs sequenced before tombstones stored none may still hold).
+_DELETE_RECORD: Final = """
+local record = redis.call('HGET', KEYS[1], ARGV[1])
+if not record or record == '' then return 0 end
+local event = redis.call('XADD', KEYS[3], '*', 'leaf', ARGV[2], 'rec', '', 'salt', '')
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return event
+"""
+
 
 @dataclass(frozen=True)
 class OutboxEvent:
@@ -61,6 +76,7 @@ class LogStore:
         self._redis = client
         self._sequence = client.register_script(keyspace.SEQUENCE)
         self._put_checkpoint = client.register_script(_PUT_CHECKPOINT)
+        self._delete_record = client.register_script(_DELETE_RECORD)
 
     async def outboxes(self) -> list[str]:
         """Every outbox the sequencer must drain: directory, inbox, each channel."""
@@ -156,13 +172,15 @@ class LogStore:
         value = await _call(self._redis.hget(keyspace.log_sources(), f"{outbox}|{event_id}"))
         return None if value is None else int(value)
 
-    async def delete_record(self, index: int) -> bool:
-        """Remove a record and its salt; False when they were already gone."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(keyspace.log_records(), str(index))
-            pipe.hdel(keyspace.log_salts(), str(index))
-            removed, _ = await _call(pipe.execute())
-        return bool(removed)
+    async def delete_record(self, index: int, tombstone: bytes) -> str | None:
+        """Remove a record and its salt and queue its ``tombstone`` leaf, in one step.
+
+        Returns the tombstone's inbox event id, or None (nothing changed) when leaf
+        ``index`` has no record to delete.
+        """
+        keys = [keyspace.log_records(), keyspace.log_salts(), keyspace.log_inbox()]
+        reply = await _call(self._delete_record(keys=keys, args=[index, tombstone]))
+        return reply.decode() if isinstance(reply, bytes) else None
 
     async def put_checkpoint(self, size: int, note: bytes) -> None:
         """Keep a signed checkpoint; it becomes the latest unless a larger one exists."""
