@@ -12,10 +12,12 @@ one output for a given value:
 
 :func:`decode` is the only door from untrusted bytes to values. It refuses input
 larger than ``max_bytes`` before parsing, bounds every length and the nesting depth,
-refuses floats and extension types, and finally re-encodes the value and requires the
-result to equal the input. That last step rejects every non-canonical form (unsorted or
-duplicate map keys, over-long integers or headers, trailing bytes), so two different
-byte strings never decode to the same signed value.
+refuses floats and extension types, requires map keys to be strings in canonical order,
+and finally re-encodes the value and requires the result to equal the input. That last
+step rejects every other non-canonical form (duplicate map keys, over-long integers or
+headers, trailing bytes), so two different byte strings never decode to the same signed
+value. (The decoded value is re-packed as it is, without the sorting copy that
+:func:`encode` makes: its keys were just checked to be in order.)
 
 The ``expect_*`` helpers check the shape of decoded values with exact types
 (``True`` is not an ``int`` here) and raise :class:`MalformedInput` naming the field.
@@ -76,7 +78,7 @@ def decode(
         raise LimitExceeded("encoded size in bytes", max_bytes)
     value = _unpack(data, max_bytes=max_bytes, max_items=max_items)
     _check_tree(value, 0, max_depth)
-    if encode(value, max_depth=max_depth) != data:
+    if msgpack.packb(value, use_bin_type=True) != data:
         raise MalformedInput("not in canonical form")
     return value
 
@@ -134,6 +136,11 @@ def _check_tree(value: Any, depth: int, max_depth: int) -> None:
         for item in value:
             _check_tree(item, depth + 1, max_depth)
     elif kind is dict:
+        if any(type(key) is not str for key in value):
+            raise MalformedInput("map keys must be strings")
+        order = [key.encode("utf-8") for key in value]
+        if order != sorted(order):
+            raise MalformedInput("not in canonical form")
         for item in value.values():
             _check_tree(item, depth + 1, max_depth)
     elif not (value is None or kind in (bool, int, str, bytes)):
