@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from keys import AgencyId, ChannelId, Classification, KeyId, MalformedInput, codec
 
@@ -37,6 +37,17 @@ class Role(enum.Enum):
                 raise MalformedInput(f"roles: unknown role {value!r}; use 'post', 'read'")
             roles.add(match[0])
         return frozenset(roles)
+
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _member(kind: type[_E], value: object, what: str) -> _E:
+    """The member of ``kind`` named ``value``; :class:`MalformedInput` for any other."""
+    for member in kind:
+        if member.value == value:
+            return member
+    raise MalformedInput(f"{what}: expected one of {', '.join(repr(m.value) for m in kind)}")
 
 
 class Kind(enum.Enum):
@@ -94,8 +105,8 @@ class AgencyRecord:
             raise MalformedInput("agency record: no key")
         return cls(
             agency=AgencyId(record["agency"]),
-            kind=Kind(record["kind"]),
-            status=Status(record["status"]),
+            kind=_member(Kind, record["kind"], "kind"),
+            status=_member(Status, record["status"], "status"),
             key_ids=keys,
             registered=record["registered"],
         )
@@ -115,6 +126,10 @@ class ChannelRecord:
         codec.expect_int(self.retention_days, "retention_days", low=1, high=MAX_RETENTION_DAYS)
         if len(self.members) > MAX_MEMBERS:
             raise MalformedInput(f"members: at most {MAX_MEMBERS}")
+        # A member without roles would be stored as bytes that parse() refuses.
+        idle = sorted(str(a) for a, roles in self.members.items() if not roles)
+        if idle:
+            raise MalformedInput(f"members: {', '.join(idle)} without a role; give 'post', 'read'")
 
     @property
     def retention_ms(self) -> int:
