@@ -24,6 +24,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,7 +35,7 @@ from aiohttp import web
 
 from hub import events, keyspace
 from hub.app import StartError, build_app
-from hub.auditlog import AuditLog
+from hub.auditlog import RETENTION_REASON, AuditLog, retention_ends
 from hub.errors import NotFound, Unavailable
 from hub.events import AuditEvent
 from hub.logstore import LogStore, StoredLeaf
@@ -883,3 +884,122 @@ async def test_a_record_is_never_gone_without_its_tombstone(
     with pytest.raises(NotFound, match="already deleted"):
         await audit.delete_record(2, "Löschung", now_ms())
     assert await settled_size(world) == size + 1
+
+
+def utc_ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
+
+
+def test_retention_ends_with_the_year_after_the_records_year() -> None:
+    """BDSG section 76(4): deleted at the end of the year following the record's year."""
+    assert retention_ends(utc_ms(2024, 1, 1)) == utc_ms(2026, 1, 1)
+    assert retention_ends(utc_ms(2024, 12, 31, 23, 59)) == utc_ms(2026, 1, 1)
+    assert retention_ends(utc_ms(2025, 1, 1)) == utc_ms(2027, 1, 1)
+
+
+async def test_the_retention_sweep_deletes_expired_records_and_logs_their_tombstones(
+    bench: Bench, redis_db: redis.Redis
+) -> None:
+    audit = bench.logs[0]
+    logstore = bench.stores[0]
+    old, kept = utc_ms(2023, 3, 1), utc_ms(2025, 7, 1)
+    for n, at in enumerate([old, old, old + 1, old + 2, kept, kept + 1]):
+        event = events.request_refused(
+            agency=None, method="GET", path=f"/{n}", problem="x", status=404, at=at
+        )
+        await audit.append(event)
+    now = utc_ms(2025, 8, 1)  # 2023's records are due since 2025-01-01; 2025's are not
+
+    assert await audit.retention_sweep(now) == [0, 1, 2, 3]
+    for index in range(6):
+        gone = index < 4
+        assert redis_db.hexists(keyspace.log_records(), str(index)) is not gone
+        assert redis_db.hexists(keyspace.log_salts(), str(index)) is not gone
+    leaves = await all_leaves(audit)
+    assert len(leaves) == 10
+    tombstones = [parse_leaf(s.leaf) for s in leaves[6:]]
+    for target, tombstone in enumerate(tombstones):
+        assert isinstance(tombstone, Tombstone)
+        assert (tombstone.index, tombstone.reason, tombstone.at) == (target, RETENTION_REASON, now)
+        tombstone.verify(VerifyKey(audit.key.verifier.public_key))
+    # Every leaf, deleted or not, still proves into the tree; kept records still match.
+    size = len(leaves)
+    root = root_from_leaf_hashes(leaf_hash(s.leaf) for s in leaves)
+    for stored in leaves:
+        proof = await audit.inclusion_proof(stored.index, size)
+        verify_inclusion(leaf_hash(stored.leaf), stored.index, size, proof, root)
+    for stored in leaves[4:6]:
+        opened(stored)
+    # The next sweep starts at the first kept record and finds nothing more to do.
+    assert await logstore.retention_cursor() == 4
+    assert await audit.retention_sweep(now) == []
+    assert await audit.size() == size
+    # Years later the rest goes; the tombstones have no record and stay as they are.
+    assert await audit.retention_sweep(utc_ms(2030, 1, 1)) == [4, 5]
+    assert await audit.size() == size + 2
+    assert redis_db.hlen(keyspace.log_records()) == 0
+    assert redis_db.hlen(keyspace.log_salts()) == 0
+    assert await logstore.retention_cursor() == size
+
+
+# -- the cost of a proof ----------------------------------------------------------------
+
+
+class CommandCountingRedis(aioredis.Redis):
+    """A Redis client that records each command it sends and its number of arguments."""
+
+    commands: list[tuple[str, int]]
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.commands.append((str(args[0]).upper(), len(args) - 1))
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+async def test_each_proof_reads_a_logarithmic_number_of_stored_hashes(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    """Proofs come from stored perfect-subtree hashes: one GET of the size and one HMGET
+    of at most about 2 * log2(n) fields, never a walk over leaves."""
+    client = cast("CommandCountingRedis", CommandCountingRedis.from_url(redis_url))
+    client.commands = []
+    try:
+        audit = AuditLog(LogStore(client), LogKey.generate(ORIGIN), checkpoint_interval_s=1.0)
+        refusal = events.request_refused(
+            agency=None, method="GET", path="/", problem="x", status=404, at=1
+        )
+        total = 3000
+        store = LogStore(client)
+        for _ in range(0, total, 20):  # a few connections at a time, as a hub would
+            await asyncio.gather(*(store.append_inbox(refusal) for _ in range(20)))
+        await audit.drain_all()
+        assert await audit.size() == total
+        hashes = [leaf_hash(s.leaf) for s in await all_leaves(audit)]
+
+        def cost(size: int) -> int:
+            """The node fields a proof may read in a tree of ``size`` leaves."""
+            return 2 * max(1, (size - 1).bit_length()) + 2
+
+        most = 0
+        for size in (1, 2, 3, 7, 8, 9, 100, 1023, 1024, 1025, 2047, 2999, 3000):
+            root = root_from_leaf_hashes(hashes[:size])
+            for index in {0, 1, size // 3, size // 2, size - 2, size - 1} & set(range(size)):
+                client.commands.clear()
+                proof = await audit.inclusion_proof(index, size)
+                reads = client.commands[:]
+                verify_inclusion(hashes[index], index, size, proof, root)
+                assert [name for name, _ in reads] == ["GET", "HMGET"][: len(reads)]
+                fields = sum(n - 1 for name, n in reads if name == "HMGET")
+                assert fields <= cost(size), (index, size, fields)
+                most = max(most, fields)
+            for old in {1, size // 2, size - 1} & set(range(1, size)):
+                client.commands.clear()
+                proof = await audit.consistency_proof(old, size)
+                reads = client.commands[:]
+                old_root = root_from_leaf_hashes(hashes[:old])
+                verify_consistency(old, size, old_root, root, proof)
+                assert [name for name, _ in reads] == ["GET", "HMGET"][: len(reads)]
+                fields = sum(n - 1 for name, n in reads if name == "HMGET")
+                assert fields <= cost(size), (old, size, fields)
+        assert 10 <= most <= cost(total)  # proofs in 3000 leaves read a dozen-odd hashes
+    finally:
+        await client.aclose()
