@@ -4,7 +4,9 @@ The subscription keeps one cursor per channel: the stream id of the last note it
 yielded. Whenever the WebSocket ends (network drop, hub restart, the hub's "reconnect"
 frame, Redis outage behind the hub) it reconnects with capped backoff, sending the
 cursors, and the hub replays what came after them. A note is never yielded twice: ids
-at or before a channel's cursor are skipped.
+at or before a channel's cursor are skipped. An "unavailable" error frame is transient
+and never ends the iteration; any other error frame (the agency lost the read role, was
+suspended, replaced its key) is raised from ``__anext__``.
 
     async with hub.subscribe({"lage-ruhr": "0-0"}) as subscription:
         async for delivery in subscription:
@@ -68,6 +70,9 @@ class Subscription:
         self.cursors = dict(cursors)
         self.live: set[str] = set()
         self.reconnects = 0
+        #: "unavailable" error frames seen (an ack refused or a replay cut short while
+        #: the hub's storage was away); the subscription carries on after each.
+        self.unavailable = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._failures = 0
         self._closed = False
@@ -150,6 +155,12 @@ class Subscription:
         elif kind == "error":
             problem_type = str(frame.get("type", ""))
             error_class = class_for_type(problem_type) or HubProblem
+            if issubclass(error_class, Unavailable):
+                # Transient: Redis is away behind the hub. After a refused ack the socket
+                # stays open; during a replay the hub closes it next, and the usual
+                # reconnect with backoff resumes from the cursors.
+                self.unavailable += 1
+                return None
             raise error_class(detail=str(frame.get("detail", "")), problem_type=problem_type)
         return None
 

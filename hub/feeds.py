@@ -58,6 +58,19 @@ class Subscriber:
             raise Overflow
         return await self.queue.get()
 
+    async def next_batch(self, limit: int = BATCH) -> list[StoredNote]:
+        """The next live note and up to ``limit - 1`` more already queued.
+
+        Delivering a batch at a time lets the caller re-check the reader's access once
+        per batch rather than once per note.
+        """
+        batch = [await self.next()]
+        while len(batch) < limit and not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        if self.overflowed:
+            raise Overflow
+        return batch
+
 
 class ChannelFeed:
     """Reads one channel's stream and fans new notes out to subscribers."""

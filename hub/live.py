@@ -22,6 +22,16 @@ read the channel up to that id; the hub keeps it in the audit log as evidence.
 Within one connection every channel's notes arrive in stream order, with no gap and
 no duplicate (see :mod:`hub.feeds`); after any disconnect the client resumes from the
 last id it received.
+
+Access is checked at the upgrade and again before every batch of notes the socket
+sends (one replay page, or the live notes queued at that moment) and before every ack:
+an agency that was suspended, lost the read role or replaced the key it subscribed
+with gets an ``error`` frame naming why and the socket closes, so a long subscription
+never outlives the right to read. The re-check costs two Redis reads per batch; while
+Redis is away it waits (the socket stays open), as the feed itself does.
+
+A refused ack frame, and a subscription ended by the re-check, are logged in the audit
+log as refused requests of ``GET /v1/subscribe``, as an HTTP refusal would be.
 """
 
 from __future__ import annotations
@@ -37,11 +47,13 @@ from aiohttp import WSMsgType, web
 from hub import policy
 from hub.api_notes import parse_stream_id
 from hub.auth import CALLER, Caller
-from hub.errors import BadRequest, HubError
-from hub.feeds import Feeds, Overflow, Subscriber
+from hub.errors import BadRequest, HubError, Unauthenticated, Unavailable
+from hub.feeds import RETRY_CAP_S, Feeds, Overflow, Subscriber
+from hub.metrics import METRICS
+from hub.problems import REFUSAL_RECORDER
 from hub.reads import acknowledge
 from hub.records import Role
-from hub.state import STORE
+from hub.state import DIRECTORY, STORE
 from hub.store import StoredNote
 
 log = logging.getLogger(__name__)
@@ -83,6 +95,46 @@ async def _check_readable(request: web.Request, caller: Caller, channels: list[s
         policy.require_role(record, caller.record, Role.READ)
 
 
+async def _recheck(
+    request: web.Request, caller: Caller, channel: str, *, wait: bool = True
+) -> None:
+    """Raise unless the caller, as it is now, may still read ``channel``.
+
+    Fresh reads of the directory entry and the channel record: the caller's entry in the
+    request was read at the upgrade and may be stale by now. With ``wait``, waits while
+    Redis is away (notes are held back meanwhile); without, raises :class:`Unavailable`.
+    """
+    delay = 0.05
+    while True:
+        try:
+            agency = await request.app[DIRECTORY].agency(caller.agency)
+            record, _ = await request.app[STORE].get_channel(channel)
+        except Unavailable:
+            if not wait:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_CAP_S)
+            continue
+        policy.require_role(record, agency, Role.READ)
+        if agency.current_key != caller.card.key_id:
+            raise Unauthenticated(
+                "the key this subscription was opened with has been replaced; "
+                "subscribe again with the current key"
+            )
+        return
+
+
+async def _record_refusal(request: web.Request, error: HubError) -> None:
+    """Log a refusal on the socket in the audit log, as the HTTP middleware would."""
+    recorder = request.app.get(REFUSAL_RECORDER)
+    if recorder is None or isinstance(error, Unavailable):
+        return
+    try:
+        await recorder(request, error)
+    except HubError as failure:
+        log.warning("could not log a refusal on a subscription: %s", failure)
+
+
 @routes.get("/v1/subscribe")
 async def subscribe(request: web.Request) -> web.WebSocketResponse:
     """Stream notes of the requested channels to an authenticated reader."""
@@ -92,9 +144,11 @@ async def subscribe(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
     await ws.prepare(request)
     request.app[SOCKETS].all.add(ws)
+    gauge = request.app[METRICS].subscribers
+    gauge.inc()
     lock = asyncio.Lock()
     tasks = [
-        asyncio.create_task(_deliver(request, ws, lock, channel, after))
+        asyncio.create_task(_deliver(request, ws, lock, caller, channel, after))
         for channel, after in cursors.items()
     ]
     try:
@@ -106,6 +160,7 @@ async def subscribe(request: web.Request) -> web.WebSocketResponse:
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await task
         request.app[SOCKETS].all.discard(ws)
+        gauge.dec()
     return ws
 
 
@@ -115,22 +170,33 @@ async def _send(ws: web.WebSocketResponse, lock: asyncio.Lock, frame: dict[str, 
 
 
 async def _deliver(
-    request: web.Request, ws: web.WebSocketResponse, lock: asyncio.Lock, channel: str, after: str
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    lock: asyncio.Lock,
+    caller: Caller,
+    channel: str,
+    after: str,
 ) -> None:
-    feeds, store = request.app[FEEDS], request.app[STORE]
+    feeds = request.app[FEEDS]
     subscriber = Subscriber()
-    await feeds.join(channel, subscriber)
     try:
-        last = await _replay(store, ws, lock, channel, after)
+        # inside the try: join registers first and then waits for the feed to start,
+        # and a socket that ends meanwhile must not leave its subscriber behind
+        await feeds.join(channel, subscriber)
+        last = await _replay(request, ws, lock, caller, channel, after)
         await _send(ws, lock, {"t": "live", "ch": channel})
         while True:
-            note = await subscriber.next()
-            if _after(note.stream_id, last):
+            notes = [n for n in await subscriber.next_batch() if _after(n.stream_id, last)]
+            if not notes:
+                continue
+            await _recheck(request, caller, channel)
+            for note in notes:
                 await _send(ws, lock, _note_frame(channel, note))
                 last = note.stream_id
     except Overflow:
         await _close(ws, lock, "you fell behind; reconnect and resume from your cursor")
     except HubError as error:
+        await _record_refusal(request, error)  # first: logged before the caller learns of it
         await _send(ws, lock, {"t": "error", "type": error.problem_type(), "detail": error.detail})
         await ws.close()
     finally:
@@ -138,10 +204,18 @@ async def _deliver(
 
 
 async def _replay(
-    store: Any, ws: web.WebSocketResponse, lock: asyncio.Lock, channel: str, after: str
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    lock: asyncio.Lock,
+    caller: Caller,
+    channel: str,
+    after: str,
 ) -> str:
+    store = request.app[STORE]
     while True:
         notes = await store.read_after(channel, after, REPLAY_PAGE)
+        if notes:
+            await _recheck(request, caller, channel)
         for note in notes:
             await _send(ws, lock, _note_frame(channel, note))
             after = note.stream_id
@@ -173,8 +247,10 @@ async def _receive_acks(
             continue
         try:
             channel, stream_id, at, signature = _parse_ack(message.data, channels)
+            await _recheck(request, caller, channel, wait=False)
             position = await acknowledge(request.app, caller, channel, stream_id, at, signature)
         except HubError as error:
+            await _record_refusal(request, error)
             frame = {"t": "error", "type": error.problem_type(), "detail": error.detail}
             await _send(ws, lock, frame)
             continue
