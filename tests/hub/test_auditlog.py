@@ -649,9 +649,16 @@ async def test_an_acknowledgement_leaves_the_readers_own_signed_statement(
         CHANNEL,
         posted.stream_id,
     )
-    # The evidence stands without the hub: the reader's card (as registered) verifies it.
-    card = await police.card(str(ack.key_id))
-    assert card == identity(PROSECUTOR).card
+    # The evidence stands on the log alone: the reader's card, as the log recorded its
+    # registration, verifies the reader's signature.
+    registered = [
+        AgencyCard.parse(r.fields["card"])
+        for _, r in await new_entries(world, 0)
+        if r.kind is EventKind.AGENCY_REGISTERED and r.fields["key_id"] == bytes(ack.key_id)
+    ]
+    assert registered == [identity(PROSECUTOR).card]
+    card = registered[0]
+    assert card == await police.card(str(ack.key_id))  # the directory agrees
     ack.verify(record.fields["signature"], card.sign_key)
     with pytest.raises(key_errors.InvalidSignature):
         ack.verify(record.fields["signature"], identity(POLICE).card.sign_key)
