@@ -9,6 +9,7 @@ let a note through to the wrong readers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -43,15 +44,27 @@ from keys.statements import Receipt
 routes = web.RouteTableDef()
 
 ENVELOPE_TYPE: Final = "application/vnd.siko.envelope"
-STREAM_ID_CHARS: Final = frozenset("0123456789-")
+MAX_STREAM_ID_PART: Final = 2**64 - 1
+_STREAM_ID: Final = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_LIMIT: Final = re.compile(r"[0-9]{1,6}")
 
 
 def parse_stream_id(text: str, what: str = "cursor") -> str:
-    """A Redis stream id ``<ms>-<seq>``, checked before it reaches Redis."""
-    ms, dash, seq = text.partition("-")
-    if not dash or not ms.isdigit() or not seq.isdigit() or len(text) > 41:
+    """A Redis stream id ``<ms>-<seq>``, checked before it reaches Redis.
+
+    ASCII digits only (``str.isdigit`` also accepts "²", which ``int`` refuses), and each
+    part an unsigned 64-bit number, as Redis requires.
+    """
+    match = _STREAM_ID.fullmatch(text)
+    if match is None or max(int(match[1]), int(match[2])) > MAX_STREAM_ID_PART:
         raise BadRequest(f"{what} must be a stream id like 1764100000000-0")
-    return f"{int(ms)}-{int(seq)}"
+    return f"{int(match[1])}-{int(match[2])}"
+
+
+def _page_limit(text: str, page_max: int) -> int:
+    if _LIMIT.fullmatch(text) is None or not 1 <= int(text) <= page_max:
+        raise BadRequest(f"limit must be 1-{page_max}")
+    return int(text)
 
 
 def _envelope_from(body: bytes, limit: int) -> Envelope:
@@ -97,6 +110,27 @@ async def _check_and_append(
     )
 
 
+async def _append_once(
+    request: web.Request, caller: Caller, envelope: Envelope, body: bytes, note: _NoteEvent
+) -> AppendResult:
+    """Store the note once; a retry gets the first result.
+
+    A retry is recognised before the roster checks: the roster may have changed since
+    the note was stored, and the retry must still learn that it was (not be refused).
+    Only the sender gets here (its signature on the envelope was checked).
+    """
+    channel = request.match_info["channel"]
+    message_id_hex = bytes(envelope.header.message_id).hex()
+    seen = await request.app[STORE].stored_append(channel, message_id_hex, note.digest_hex)
+    if seen is not None:
+        return seen
+    try:
+        return await _check_and_append(request, caller, envelope, body, note)
+    except RosterChanged:
+        # The roster moved between check and append: check again against the new one.
+        return await _check_and_append(request, caller, envelope, body, note)
+
+
 async def _receipt(
     request: web.Request, envelope: Envelope, note: _NoteEvent, result: AppendResult
 ) -> dict[str, object]:
@@ -133,11 +167,7 @@ async def post_note(request: web.Request) -> web.Response:
         raise BadEnvelopeSignature("the envelope is not exactly what its sender signed") from None
     digest = envelope.digest()
     note = _NoteEvent(events.note_accepted(envelope, digest, now_ms()), digest)
-    try:
-        result = await _check_and_append(request, caller, envelope, body, note)
-    except RosterChanged:
-        # The roster moved between check and append: check again against the new one.
-        result = await _check_and_append(request, caller, envelope, body, note)
+    result = await _append_once(request, caller, envelope, body, note)
     answer = {
         "channel": str(envelope.header.channel),
         "message_id": str(envelope.header.message_id),
@@ -159,11 +189,8 @@ async def page_notes(request: web.Request) -> web.Response:
     """Notes after a cursor, oldest first; ``next`` is the cursor for the next page."""
     record = await _channel_for(request, Role.READ)
     after = parse_stream_id(request.query.get("after", "0-0"))
-    limit_text = request.query.get("limit", "100")
-    page_max = request.app[SETTINGS].page_limit_max
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= page_max:
-        raise BadRequest(f"limit must be 1-{page_max}")
-    notes = await request.app[STORE].read_after(str(record.channel), after, int(limit_text))
+    limit = _page_limit(request.query.get("limit", "100"), request.app[SETTINGS].page_limit_max)
+    notes = await request.app[STORE].read_after(str(record.channel), after, limit)
     return wire.respond(
         request,
         {

@@ -58,7 +58,9 @@ def from_http_exception(exc: web.HTTPException) -> HubError:
     if exc.status == 405:
         return BadRequest(f"method not allowed here; allowed: {exc.headers.get('Allow', '')}")
     if 400 <= exc.status < 500:
-        return BadRequest(exc.reason)
+        # aiohttp's explanation (e.g. "No WebSocket UPGRADE hdr") is in the text, not
+        # the reason; it names only what the request lacked.
+        return BadRequest(exc.text or exc.reason)
     return HubError("the hub failed unexpectedly; the error is logged")
 
 

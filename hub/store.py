@@ -255,6 +255,16 @@ class Store:
         outcome, *rest = await _call(self._append(keys=keys, args=args))
         return _append_result(outcome.decode(), rest, name, digest_hex)
 
+    async def stored_append(
+        self, channel: str, message_id_hex: str, digest_hex: str
+    ) -> AppendResult | None:
+        """The first result for a message id that is stored already (a retry), else None.
+
+        :class:`IdempotencyConflict` when the id was used for another envelope.
+        """
+        seen = await _call(self._redis.get(keyspace.channel_message(channel, message_id_hex)))
+        return None if seen is None else _append_result("dup", [seen], channel, digest_hex)
+
     async def read_after(self, channel: str, after: str, count: int) -> list[StoredNote]:
         """Up to ``count`` notes with stream ids after ``after``, oldest first."""
         start = "-" if after == "0-0" else f"({after}"

@@ -158,6 +158,23 @@ async def test_same_message_id_with_another_envelope_is_an_idempotency_conflict(
     assert dump_all(redis_db) == before
 
 
+async def test_stored_append_answers_a_retry_without_writing(
+    store: Store, redis_db: redis.Redis
+) -> None:
+    record = channel()
+    version = await create(store, record)
+    mid_hex = (b"\x01" * 16).hex()
+    assert await store.stored_append(CHANNEL, mid_hex, "aa" * 32) is None
+    first = await append(store, record, version, 1)
+    before = dump_all(redis_db)
+    seen = await store.stored_append(CHANNEL, mid_hex, "aa" * 32)
+    assert seen is not None and seen.duplicate
+    assert (seen.stream_id, seen.event_id) == (first.stream_id, first.event_id)
+    with pytest.raises(IdempotencyConflict):
+        await store.stored_append(CHANNEL, mid_hex, "bb" * 32)
+    assert dump_all(redis_db) == before
+
+
 async def test_a_retry_is_recognised_even_after_the_roster_moved(store: Store) -> None:
     record = channel()
     version = await create(store, record)
@@ -439,6 +456,7 @@ OPERATIONS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "newest_id": lambda s: s.newest_id(CHANNEL),
     "find_message": lambda s: s.find_message(CHANNEL, "00" * 16),
     "find_message_event": lambda s: s.find_message_event(CHANNEL, "00" * 16),
+    "stored_append": lambda s: s.stored_append(CHANNEL, "00" * 16, "aa" * 32),
     "advance_read": lambda s: advance(s, POLICE, "1-0"),
     "read_positions": lambda s: s.read_positions(CHANNEL),
     "remember_nonce": lambda s: s.remember_nonce(K1.hex(), "n" * 22, 10),
