@@ -1,13 +1,18 @@
 """The ``siko`` command: one command group per kind of user.
 
 ``siko keys ...`` (identities, cards, notes sealed as files) is built in, from
-:mod:`clients.cli_keys`; the hub's ``siko hub ...`` and later groups are registered by
-their own packages through the entry-point group ``siko.commands`` (see
-:class:`SikoGroup`), so ``clients`` never imports ``hub``.
+:mod:`clients.cli_keys`; so are the agencies' ``siko post/watch/inbox/channels/
+read-receipts`` from :mod:`clients.cli_agency`. The hub's ``siko hub ...`` and later
+groups are registered by their own packages through the entry-point group
+``siko.commands`` (see :class:`SikoGroup`), so ``clients`` never imports ``hub``; the
+administrators' ``siko hub admin ...`` (:mod:`clients.cli_admin`, plain HTTP clients)
+is attached to that group when it loads, or to a stand-in ``hub`` group when the hub is
+not installed.
 
-Every :class:`keys.KeysError` and :class:`clients.keytool.ToolError` becomes one line on
-stderr, ``siko: error: ...``, and an exit status listed in :data:`EXIT_STATUS`; never
-a traceback, never a secret (see :func:`report`).
+Every :class:`keys.KeysError`, :class:`clients.keytool.ToolError` and
+:class:`clients.errors.ClientError` becomes one line on stderr, ``siko: error: ...``,
+and an exit status listed in :data:`EXIT_STATUS`; never a traceback, never a secret
+(see :func:`report`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ import click
 
 import keys
 from clients import keytool
+from clients.cli_admin import admin
+from clients.cli_agency import AGENCY_COMMANDS
 from clients.cli_keys import keys_group
+from clients.errors import ClientError, HubProblem, HubUnreachable, InternalError, ProtocolError
+from clients.errors import Unavailable as HubUnavailable
+from clients.sdk import CardRefused, NoteRefused
 
 __all__ = ["ENTRY_POINT_GROUP", "EXIT_STATUS", "SikoGroup", "main", "report", "root"]
 
@@ -28,13 +38,16 @@ EXIT_OTHER: Final = 1
 EXIT_USAGE: Final = 2  # click's own status for a usage error
 EXIT_KEY_FILE: Final = 3
 EXIT_REFUSED: Final = 4
+EXIT_HUB_DOWN: Final = 5
 EXIT_STATUS: Final = f"""\b
 Exit status:
   0  success
   {EXIT_OTHER}  other error (a file cannot be written, input that is not a note, ...)
   {EXIT_USAGE}  usage error: unknown option, missing or invalid value
   {EXIT_KEY_FILE}  key or card file problem: wrong passphrase, damaged file, file exists
-  {EXIT_REFUSED}  refused: signature invalid, envelope altered, not addressed to you
+  {EXIT_REFUSED}  refused: signature invalid, envelope altered, not addressed to you,
+     or the hub refused the request (not allowed, not a member, ...)
+  {EXIT_HUB_DOWN}  the hub cannot be reached, is unavailable or failed: retry later
 """
 _KEY_FILE_PROBLEMS: Final = (keys.KeyFileError, keytool.PassphraseError)
 _REFUSALS: Final = (
@@ -44,18 +57,25 @@ _REFUSALS: Final = (
     keys.WrongKey,
     keys.InvalidProof,
     keytool.EnvelopeRefused,
+    HubProblem,
+    NoteRefused,
+    CardRefused,
 )
+_HUB_DOWN: Final = (HubUnreachable, HubUnavailable, InternalError, ProtocolError)
 
 
 def report(exc: Exception) -> int:
     """Print ``exc`` as one line, ``siko: error: ...``, and return its exit status.
 
-    The messages of :mod:`keys` and :mod:`clients.keytool` name files and public facts
-    only, never a passphrase, key or note text; an ``OSError`` names its file.
+    The messages of :mod:`keys`, :mod:`clients.keytool` and :mod:`clients.errors` name
+    files and public facts only, never a passphrase, key or note text (a hub's detail
+    is cleaned of control characters there); an ``OSError`` names its file.
     """
     code = EXIT_OTHER
     if isinstance(exc, _KEY_FILE_PROBLEMS):
         code = EXIT_KEY_FILE
+    elif isinstance(exc, _HUB_DOWN):
+        code = EXIT_HUB_DOWN
     elif isinstance(exc, _REFUSALS):
         code = EXIT_REFUSED
     message = str(exc)
@@ -83,12 +103,14 @@ class SikoGroup(click.Group):
     """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *_registered()})
+        return sorted({*super().list_commands(ctx), *_registered(), "hub"})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is None and (point := _registered().get(cmd_name)) is not None:
             command = _load(point)
+        if cmd_name == "hub":
+            command = _with_admin(command)
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -96,7 +118,7 @@ class SikoGroup(click.Group):
             return super().invoke(ctx)
         except BrokenPipeError:
             raise  # click handles a closed pipe (``siko ... | head``) itself
-        except (keys.KeysError, keytool.ToolError, OSError) as exc:
+        except (keys.KeysError, keytool.ToolError, ClientError, OSError) as exc:
             ctx.exit(report(exc))
 
 
@@ -112,6 +134,22 @@ def _load(point: EntryPoint) -> click.Command:
     if not isinstance(command, click.Command):
         return _unavailable(point.name, f"{point.value} is not a click command")
     return command
+
+
+def _with_admin(command: click.Command | None) -> click.Command:
+    """The ``hub`` group with ``admin`` in it; a stand-in group when hub is not usable."""
+    if isinstance(command, click.Group):
+        if "admin" not in command.commands:
+            command.add_command(admin)
+        return command
+    reason = "the hub package is not installed" if command is None else command.help
+    stand_in = click.Group(
+        "hub",
+        help=f"Administer a hub over its API. ('siko hub serve' is unavailable: {reason}.)",
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    stand_in.add_command(admin)
+    return stand_in
 
 
 def _unavailable(name: str, reason: str) -> click.Command:
@@ -141,10 +179,13 @@ def root() -> None:
     and that nothing was changed.
 
     \b
-    Command groups, by kind of user:
-      keys   key officers, or anyone working offline: create an agency identity,
-             hand out its public card, seal, open and verify notes as files
-    More groups (hub, post, watch, audit) are listed below as they become available.
+    Commands, by kind of user:
+      keys      key officers, or anyone working offline: create an agency identity,
+                hand out its public card, seal, open and verify notes as files
+      post      agencies: seal a note for a channel's readers and post it
+      watch     liaison officers: live notes, decrypted and checked; inbox counts
+                the unread ones, read-receipts shows who read a note
+      hub       operators run the hub (serve); administrators manage it (admin)
 
     \b
     New here? The guided tour needs no setup:
@@ -155,6 +196,8 @@ def root() -> None:
 
 
 root.add_command(keys_group)
+for _command in AGENCY_COMMANDS:
+    root.add_command(_command)
 
 
 def main() -> None:
