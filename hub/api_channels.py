@@ -19,6 +19,9 @@ from keys import AgencyId, ChannelId, Classification, KeysError, now_ms
 
 routes = web.RouteTableDef()
 
+#: How a directory entry that may not be a member is named in a refusal.
+_NOT_AN_AGENCY = {Kind.ADMIN: "an administrator", Kind.AUDITOR: "an auditor"}
+
 
 def _roles(value: Any, agency: str) -> frozenset[Role]:
     try:
@@ -46,7 +49,7 @@ async def _require_agencies(request: web.Request, agencies: list[str]) -> None:
     for agency in agencies:
         record = await directory.agency(agency)
         if record.kind is not Kind.AGENCY:
-            raise BadRequest(f"{agency} is an administrator, not an agency")
+            raise BadRequest(f"{agency} is {_NOT_AN_AGENCY[record.kind]}, not an agency")
 
 
 async def roster(request: web.Request, record: ChannelRecord, version: int) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from tests.hub.test_refusals import (
 _http = pytest.fixture(http_session, name="http")
 
 OUTSIDER = "stadt-bochum"
+AUDITOR = "bfdi-pruefung"
 NEW = "razzia-essen"
 MSGPACK = "application/msgpack"
 
@@ -155,6 +156,14 @@ async def test_a_channel_with_an_unknown_member_is_not_created(
             NEW, ceiling="OFFEN", retention_days=1, members={OUTSIDER: {"read"}}
         )
     assert_sdk_problem(excinfo, 404, "not-found", OUTSIDER)
+
+
+async def test_an_auditor_cannot_be_a_member(world: RunningHub, redis_db: redis.Redis) -> None:
+    admin = await world.client(ADMIN)
+    await admin.register_agency(identity(AUDITOR).card, kind="auditor")
+    with nothing_written(redis_db, nonces=1), pytest.raises(sdk.BadRequest) as excinfo:
+        await admin.set_member(CHANNEL, AUDITOR, {"read"})
+    assert_sdk_problem(excinfo, 400, "bad-request", AUDITOR, "an auditor, not an agency")
 
 
 async def test_an_administrator_cannot_be_a_member(
