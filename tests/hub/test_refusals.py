@@ -60,6 +60,7 @@ from tests.hub.conftest import (
     identity,
 )
 
+AUDITOR = "bfdi-pruefung"
 NONCE_PREFIX = b"siko:{n:"
 LOG_PREFIX = b"siko:{log}:"
 MARKS = Markings(Classification.VS_NFD, HandlingCode.H1)
@@ -602,6 +603,25 @@ async def test_a_suspended_agency_is_refused_everything(
             await city.ack(CHANNEL, "0-0")
     await admin.set_status(CITY, "active")
     assert (await city.page_notes(CHANNEL)).notes == ()
+
+
+async def test_a_key_is_refused_what_its_kind_may_not_do(
+    world: RunningHub, redis_db: redis.Redis
+) -> None:
+    """An auditor's key administers nothing; an administrator's key posts no note."""
+    admin = await world.client(ADMIN)
+    await admin.register_agency(identity(AUDITOR).card, kind="auditor")
+    auditor = await world.client(AUDITOR)
+    with nothing_written(redis_db, nonces=3, refusals=3):
+        with pytest.raises(sdk.Forbidden) as excinfo:
+            await auditor.register_agency(identity("stadt-bochum").card)
+        assert_sdk_problem(excinfo, 403, "forbidden", AUDITOR, "not an administrator")
+        with pytest.raises(sdk.Forbidden) as excinfo:
+            await auditor.set_member(CHANNEL, AUDITOR, {"read"})
+        assert_sdk_problem(excinfo, 403, "forbidden", AUDITOR, "not an administrator")
+        with pytest.raises(sdk.NotMember) as member_excinfo:
+            await admin.post_envelope(CHANNEL, sealed(ADMIN))
+        assert_sdk_problem(member_excinfo, 403, "not-member", ADMIN, "post")
 
 
 @pytest.mark.parametrize("offset", [-3600, +3600])
