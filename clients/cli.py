@@ -26,6 +26,7 @@ import keys
 from clients import keytool
 from clients.cli_admin import admin
 from clients.cli_agency import AGENCY_COMMANDS
+from clients.cli_audit import audit_group
 from clients.cli_keys import keys_group
 from clients.errors import ClientError, HubProblem, HubUnreachable, InternalError, ProtocolError
 from clients.errors import Unavailable as HubUnavailable
@@ -198,6 +199,7 @@ def root() -> None:
 root.add_command(keys_group)
 for _command in AGENCY_COMMANDS:
     root.add_command(_command)
+root.add_command(audit_group)
 
 
 def main() -> None:
