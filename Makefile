@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test style types lint-imports coverage bench clean
+.PHONY: run demo browser test style types lint-imports coverage bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,8 +19,13 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/siko keys demo
 
+## browser: Debian's Chromium for the web UI's browser test, installed with apt-get if missing
+browser:
+	test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
 ## test: install if needed, then every check and the whole test suite
-test: $(STAMP) style types lint-imports
+test: $(STAMP) browser style types lint-imports
 	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q
 
 style: $(STAMP)
