@@ -10,8 +10,11 @@ administrators, and the live feeds. On shutdown the hub first answers new reques
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final
 
 from aiohttp import web
 
@@ -34,6 +37,9 @@ from keys import now_ms
 from keys.logkey import LogKey
 
 log = logging.getLogger("hub")
+
+#: After SIGTERM, how long the hub keeps listening while answering 503 before it closes.
+DRAIN_S: Final = 1.0
 
 
 class StartError(Exception):
@@ -179,11 +185,31 @@ def run(settings: Settings) -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     log.info("starting siko hub: %s", settings.describe())
-    web.run_app(
-        build_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_grace_s,
-        access_log=None,
-        print=None,
-    )
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    """Serve; on a signal, drain while still listening, then close.
+
+    Not ``web.run_app``: its cleanup closes the listener before the app's on_shutdown
+    runs, so while requests in flight finish, probes and new requests would meet a
+    refused connection instead of the 503 that tells a load balancer to move traffic.
+    Here the hub first says it is shutting down (503, subscribers told to reconnect),
+    keeps listening for :data:`DRAIN_S` (at most the grace period), and only then lets
+    aiohttp close the listener and wait up to ``shutdown_grace_s`` for what is in flight.
+    """
+    app = build_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace_s, access_log=None)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("shutting down: draining for %.1f s", min(DRAIN_S, settings.shutdown_grace_s))
+        await _on_shutdown(app)
+        await asyncio.sleep(min(DRAIN_S, settings.shutdown_grace_s))
+    finally:
+        await runner.cleanup()
