@@ -450,16 +450,6 @@ AUTH_REFUSALS: dict[str, tuple[Any, str, tuple[str, ...]]] = {
         "unauthenticated",
         ("unknown keyid",),
     ),
-    "created an hour ago": (
-        lambda h, b, hub: (post_headers(hub, b, created=int(time.time()) - 3600), b),
-        "stale-request",
-        ("clock",),
-    ),
-    "created an hour ahead": (
-        lambda h, b, hub: (post_headers(hub, b, created=int(time.time()) + 3600), b),
-        "stale-request",
-        ("clock",),
-    ),
     "Signature-Input not canonical": (_spaced, "unauthenticated", ("canonical",)),
     "Signature repeated": (_repeat_signature, "unauthenticated", ("repeated",)),
     "another label": (_relabel, "unauthenticated", ("sig1",)),
