@@ -28,9 +28,12 @@ from tests.hub.conftest import (  # noqa: F401  (fixtures)
     PROSECUTOR,
     RunningHub,
     hub,
+    hub_settings,
     identity,
+    make_world,
     redis_db,
     redis_url,
+    start_hub,
     world,
 )
 from tests.hub.test_refusals import MARKS
@@ -245,3 +248,28 @@ async def test_usage_errors_and_key_file_problems(agencies: Agencies, siko: Siko
     args = ("inbox", "--key", key, "--hub", agencies.hub.base_url, "--passphrase-env", "P")
     wrong = await asyncio.to_thread(siko, *args, env={"P": "not the passphrase"})
     assert_refused(wrong, 3, "passphrase")
+
+
+async def test_watch_survives_a_hub_restart(
+    siko: Siko, tmp_path: Path, redis_url: str, redis_db: redis.Redis
+) -> None:
+    settings = hub_settings(tmp_path, redis_url)
+    running = await start_hub(settings)
+    await make_world(running)
+    agencies = Agencies(siko, running, tmp_path)
+    agencies.key(PROSECUTOR)
+    watching = asyncio.ensure_future(
+        agencies.run(PROSECUTOR, "watch", CHANNEL, "--json", "--count", "2", "--until-idle", "20")
+    )
+    try:
+        await asyncio.sleep(0.5)
+        await (await running.client(POLICE)).post(CHANNEL, Note("vor dem Neustart"), MARKS)
+        await asyncio.sleep(0.3)
+        await running.stop()
+        running = await start_hub(settings)  # same port, same Redis
+        await (await running.client(POLICE)).post(CHANNEL, Note("nach dem Neustart"), MARKS)
+        result = await asyncio.wait_for(watching, 40)
+    finally:
+        await running.stop()
+    texts = [note["text"] for note in json_lines(result)]
+    assert texts == ["vor dem Neustart", "nach dem Neustart"]
