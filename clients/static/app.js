@@ -227,7 +227,7 @@ async function send(event) {
   $("compose-status").textContent = "sealing and sending…";
   try {
     await api(`/api/channels/${encodeURIComponent(desk.current)}/notes`, fields);
-    form.elements.text.value = "";
+    for (const name of ["text", "subject", "case_ref"]) form.elements[name].value = "";
     $("compose-status").textContent = "sent";
   } catch (error) {
     $("compose-status").textContent = `not sent: ${error.message}`;

@@ -29,7 +29,10 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from clients.sdk import HubClient
 from clients.webui import WebUi
+from hub.embedded import free_loopback_port
 from keys import Classification, HandlingCode, KdfParams, Markings, Note, save_identity
+from tests.clients.conftest import Siko
+from tests.clients.helpers import assert_refused
 from tests.hub.conftest import (  # noqa: F401  (fixtures)
     CHANNEL,
     CITY,
@@ -282,6 +285,20 @@ async def test_a_read_only_member_has_no_compose_and_cannot_post(
     finally:
         await web_ui.stop()
     assert await channel_notes(await world.client(CITY)) == []
+
+
+def test_siko_ui_refuses_a_wrong_passphrase_and_an_unreachable_hub(
+    siko: Siko, tmp_path: Path
+) -> None:
+    key = tmp_path / "police.identity"
+    save_identity(key, identity(POLICE), PASSPHRASE, kdf=FAST_KDF)
+    args = ("ui", "--key", str(key), "--passphrase-env", "SIKO_UI_PASSPHRASE")
+    closed = f"http://127.0.0.1:{free_loopback_port()}"
+    wrong = siko(*args, "--hub", closed, env={"SIKO_UI_PASSPHRASE": "not the passphrase"})
+    assert_refused(wrong, 3, "passphrase")
+    down = siko(*args, "--hub", closed, env={"SIKO_UI_PASSPHRASE": PASSPHRASE})
+    assert_refused(down, 1, closed)
+    assert "/login/" not in down.output
 
 
 # -- the page, in Chromium -------------------------------------------------------------
