@@ -28,7 +28,7 @@ a whole); nothing here raises on hostile log content.
 from __future__ import annotations
 
 import enum
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -130,24 +130,28 @@ class Tally:
     by_kind: Counter[str] = field(default_factory=Counter)
     by_agency: Counter[str] = field(default_factory=Counter)
     by_channel: Counter[str] = field(default_factory=Counter)
-    hourly_by_agency: dict[str, Counter[int]] = field(default_factory=dict)
-    hourly_by_channel: dict[str, Counter[int]] = field(default_factory=dict)
+    hourly_by_agency: defaultdict[str, Counter[int]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
+    hourly_by_channel: defaultdict[str, Counter[int]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
     refusals: list[Refusal] = field(default_factory=list)
     erasures: list[Erasure] = field(default_factory=list)
 
     def add(self, kind: EventKind, at: int, fields: dict[str, Any]) -> None:
-        """Count one record."""
+        """Count one record (once per leaf: kept lean)."""
         self.records += 1
         self.by_kind[kind.value] += 1
         hour = at // HOUR_MS
-        agency = _text(fields.get("sender")) or _text(fields.get("agency"))
-        if agency is not None:
+        agency = fields.get("sender") or fields.get("agency")
+        if type(agency) is str:
             self.by_agency[agency] += 1
-            self.hourly_by_agency.setdefault(agency, Counter())[hour] += 1
-        channel = _text(fields.get("channel"))
-        if channel is not None:
+            self.hourly_by_agency[agency][hour] += 1
+        channel = fields.get("channel")
+        if type(channel) is str:
             self.by_channel[channel] += 1
-            self.hourly_by_channel.setdefault(channel, Counter())[hour] += 1
+            self.hourly_by_channel[channel][hour] += 1
 
 
 @dataclass(frozen=True)
