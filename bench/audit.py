@@ -274,7 +274,7 @@ def report(limits: Limits, tiers: Sequence[Tier], skipped: str, a: Auditor, cpu:
         f"- CPU used while growing the log: {cpu} cores",
         f"\n## Growth and inclusion proofs ({limits.proofs} random proofs per size)\n",
         tier_table(tiers),
-        f"\nBuilding the events (records, salts, leaves) took {top.build_s:.1f} s, not counted.",
+        f"\nBuilding the events (records, salts, leaves) took {top.build_s:.2f} s, not counted.",
         skipped,
         f"\n**Goal: inclusion proof < {PROOF_GOAL_MS:g} ms at 10^6 leaves: "
         + ("MET" if proof_met else "NOT MET")

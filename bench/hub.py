@@ -64,22 +64,21 @@ import hub.store
 import keys.envelope
 import keys.httpsig
 import keys.logkey
-from bench._harness import CpuMeter, Dist, embedded_redis, machine_lines, md_table, progress
+from bench._harness import (
+    CpuMeter,
+    Dist,
+    RedisHandle,
+    embedded_redis,
+    machine_lines,
+    md_table,
+    progress,
+)
 from clients.sdk import HubClient
 from clients.transport import Transport
 from hub.embedded import free_loopback_port
-from keys import (
-    AgencyCard,
-    Classification,
-    HandlingCode,
-    Identity,
-    Markings,
-    Note,
-    Suite,
-    now_ms,
-    save_card,
-)
+from keys import AgencyCard, Identity, Markings, Note, Suite, now_ms, save_card
 from keys import seal as seal_note
+from keys.markings import Classification, HandlingCode
 
 CHANNEL: Final = "bench"
 ENVELOPE: Final = "application/vnd.siko.envelope"
@@ -115,8 +114,9 @@ class Plan:
 
 
 FULL: Final = Plan()
-QUICK: Final = Plan(posts=300, run_s=5.0, rounds=1, rate=100, live_s=1.0, subscribers=10)
-QUICK_PROFILE: Final = 200
+QUICK: Final = Plan(
+    posts=300, run_s=5.0, rounds=1, rate=100, live_s=1.0, subscribers=10, profile_posts=200
+)
 
 
 # -- the two servers, each in a process of its own ----------------------------------
@@ -309,7 +309,6 @@ class Throughput:
     elapsed_s: float
     latency: Dist
     cpu: CpuMeter
-    server: str
 
     @property
     def rate(self) -> float:
@@ -319,7 +318,7 @@ class Throughput:
     @property
     def server_us(self) -> float:
         """CPU µs of the server process per post."""
-        return 1e6 * self.cpu.used[self.server] / max(self.done, 1)
+        return 1e6 * self.cpu.used[self.name] / max(self.done, 1)
 
 
 async def closed_loop(
@@ -347,13 +346,14 @@ async def closed_loop(
 
 
 async def throughput(
-    name: str, server: str, send: Send, take: Callable[[int], bytes | None], plan: Plan, meter: Any
+    name: str, send: Send, take: Callable[[int], bytes | None], plan: Plan, pids: dict[str, int]
 ) -> Throughput:
-    """Warm up, then one measured closed-loop run."""
+    """Warm up, then one measured closed-loop run; ``name`` is also the server's."""
     await closed_loop(send, take, plan.warmup, plan.run_s)
+    meter = CpuMeter(pids)
     meter.start()
     done, errors, elapsed, latencies = await closed_loop(send, take, plan.posts, plan.run_s)
-    result = Throughput(name, done, errors, elapsed, Dist.of_ns(latencies), meter.stop(), server)
+    result = Throughput(name, done, errors, elapsed, Dist.of_ns(latencies), meter.stop())
     progress(f"  {name}: {result.rate:,.0f} posts/s, {len(errors)} errors; {meter.describe()}")
     return result
 
@@ -371,10 +371,11 @@ class SubSpec:
     readers: tuple[Keys, ...]
     tails: tuple[bytes, ...]  # last 32 bytes of each envelope: a note frame ends with it
     cursor: str
+    drain_s: float  # how long to wait for the last deliveries
 
 
 def subscriber_main(spec: SubSpec, conn: Connection) -> None:
-    """Subscriber process: connect, say "ready", record arrivals until "collect"."""
+    """Subscriber process: connect, say "ready", record arrivals, send them back."""
     asyncio.run(_subscribe(spec, conn))
 
 
@@ -417,13 +418,11 @@ async def _subscribe(spec: SubSpec, conn: Connection) -> None:
             asyncio.create_task(receive(ws, row)) for ws, row in zip(sockets, arrivals, strict=True)
         ]
         conn.send("ready")
-        collect = asyncio.ensure_future(asyncio.to_thread(conn.recv))
-        waiter = asyncio.ensure_future(all_in.wait())
-        await asyncio.wait([collect, waiter], return_when=asyncio.FIRST_COMPLETED)
-        if not collect.done():
-            conn.send("done")
-            await collect
-        waiter.cancel()
+        sent = await asyncio.to_thread(conn.recv)  # notes ``0 .. sent-1`` were posted
+        left[0] -= len(sockets) * (len(spec.tails) - sent)
+        if left[0] > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_in.wait(), spec.drain_s)
         for task in tasks:
             task.cancel()
         conn.send(arrivals)
@@ -445,7 +444,6 @@ class Latency:
     delivery: Dist
     errors: int
     cpu: CpuMeter
-    server: str
 
 
 async def open_loop(
@@ -480,13 +478,12 @@ async def open_loop(
     return due, errors[0], sent / max((last - began) / 1e9, 1e-9)
 
 
-async def latency(
-    name: str, kind: str, url: str, send: Send, bodies: Sequence[bytes], ctx: Context
-) -> Latency:
+async def latency(name: str, send: Send, bodies: Sequence[bytes], rig: Rig) -> Latency:
     """Subscribe in a separate process, post at a fixed rate, gather arrival times."""
-    plan = ctx.plan
+    plan, readers = rig.plan, tuple(raw(a) for a in rig.agencies)
     tails = tuple(b[-32:] for b in bodies)
-    spec = SubSpec(kind, url, plan.subscribers, ctx.reader_keys, tails, f"{now_ms()}-0")
+    cursor = f"{now_ms()}-0"
+    spec = SubSpec(name, rig.urls[name], plan.subscribers, readers, tails, cursor, plan.drain_s)
     parent, child = multiprocessing.Pipe()
     proc = multiprocessing.get_context("spawn").Process(
         target=subscriber_main, args=(spec, child), daemon=True
@@ -494,20 +491,16 @@ async def latency(
     proc.start()
     if await receive_from(parent, 120.0) != "ready":
         raise RuntimeError(f"{name}: the subscribers did not connect")
-    meter = CpuMeter(ctx.pids(kind) | {"subscribers": proc.pid or 0})
+    meter = CpuMeter(rig.pids(name) | {"subscribers": proc.pid or 0})
     meter.start()
     due, errors, achieved = await open_loop(send, bodies, plan)
-    await receive_from(parent, plan.drain_s)  # "done", or the drain time is up
+    sent = sum(1 for d in due if d)  # a prefix: the poster stops, it never skips
+    parent.send(sent)
+    arrivals = await receive_from(parent, plan.drain_s + 60.0)
     meter.stop()
-    parent.send("collect")
-    while (arrivals := await receive_from(parent, 60.0)) == "done":
-        pass
     proc.join(10)
-    delays = [row[i] - due[i] for row in arrivals for i in range(len(due)) if due[i] and row[i]]
-    sent = sum(1 for d in due if d)
-    result = Latency(
-        name, sent, achieved, sent * len(arrivals), Dist.of_ns(delays), errors, meter, kind
-    )
+    delays = [row[i] - due[i] for row in arrivals for i in range(sent) if row[i]]
+    result = Latency(name, sent, achieved, sent * len(arrivals), Dist.of_ns(delays), errors, meter)
     progress(
         f"  {name}: p50 {result.delivery.p50:.1f} ms, p99 {result.delivery.p99:.1f} ms, "
         f"{result.delivery.n:,}/{result.expected:,} delivered; {meter.describe()}"
@@ -542,7 +535,8 @@ def _key(func: Any) -> tuple[str, int, str]:
 def profile_report(path: Path, posts: int, cpu_us: float, commands: dict[str, int]) -> str:
     """Per-post CPU of each step, Ed25519 calls, Redis round trips and commands."""
     stats: dict[Any, Any] = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
-    total = sum(row[2] for row in stats.values())
+    idle = sum(v[2] for k, v in stats.items() if "of 'select.epoll' objects" in k[2])
+    total = sum(row[2] for row in stats.values()) - idle  # waiting in epoll is not work
 
     def cells(seconds: float) -> list[str]:
         return [f"{1e6 * seconds / posts:,.0f}", f"{100 * seconds / total:.0f}%"]
@@ -565,8 +559,8 @@ def profile_report(path: Path, posts: int, cpu_us: float, commands: dict[str, in
             own_by["aiohttp, multidict, yarl"] += row[2]
     for name, own in own_by.items():
         rows.append([f"own time in {name}", "", *cells(own)])
-    rows.append(["everything profiled", "", *cells(total)])
-    table = md_table(["step", "calls/post", "CPU µs/post", "share"], rows)
+    rows.append(["everything profiled but waiting in epoll", "", *cells(total)])
+    table = md_table(["step", "calls/post", "µs/post", "share"], rows)
     trips = _round_trips(stats) / posts
     top = sorted(commands.items(), key=lambda kv: -kv[1])
     per = ", ".join(f"{name} {n / posts:.2f}" for name, n in top if n / posts >= 0.05)
@@ -602,117 +596,117 @@ async def command_counts(url: str) -> dict[str, int]:
 # -- the run -------------------------------------------------------------------------
 
 
-@dataclass
-class Context:
-    """Processes, URLs and identities of one run."""
+class Rig:
+    """Redis, both servers, the channel, the sealed envelopes and 64 clients of each kind."""
 
-    plan: Plan
-    redis_url: str
-    redis_pid: int
-    hub: Any
-    hub_url: str
-    bare: Any
-    bare_url: str
-    reader_keys: tuple[Keys, ...]
-    hub_profile: Path
+    def __init__(self, plan: Plan, folder: Path, redis_server: RedisHandle) -> None:
+        self.plan, self.folder, self.redis = plan, folder, redis_server
+        suite = Suite.MLKEM768_X25519
+        self.admin = Identity.generate("bench-admin", suite=suite)
+        self.agencies = [
+            Identity.generate(f"bench-{i:02d}", suite=suite) for i in range(plan.readers)
+        ]
+        self.stack = contextlib.AsyncExitStack()
+        self.procs: dict[str, Any] = {}
+        self.urls: dict[str, str] = {}
+        self.hubs: list[HubClient] = []
+        self.sessions: list[aiohttp.ClientSession] = []
+
+    async def __aenter__(self) -> Rig:
+        save_card(self.folder / "admin.card", self.admin.card)
+        for kind in ("hub", "bare"):
+            self.procs[kind], self.urls[kind] = await start_server(
+                kind, self.redis.url, self.folder
+            )
+            self.stack.callback(stop_server, self.procs[kind])
+        enter = self.stack.enter_async_context
+        for c in range(CLIENTS):
+            agency = self.agencies[c % len(self.agencies)]
+            self.hubs.append(await enter(HubClient(self.urls["hub"], agency)))
+            self.sessions.append(await enter(aiohttp.ClientSession()))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stack.aclose()
+
+    async def seal(self) -> Bodies:
+        """Register the agencies, create the channel, seal every envelope of the run."""
+        async with HubClient(self.urls["hub"], self.admin) as client:
+            for agency in self.agencies:
+                await client.register_agency(agency.card)
+            members = {str(a.agency): {"post", "read"} for a in self.agencies}
+            roster = await client.create_channel(
+                CHANNEL, ceiling="VS-NfD", retention_days=30, members=members
+            )
+        cards = [card.serialize() for card in roster.reader_cards()]
+        plan = self.plan
+        total = (plan.rounds + 1) * plan.warmup + plan.rounds * plan.posts + plan.live_notes
+        total += plan.profile_posts + CLIENTS
+        progress(f"sealing {total:,} envelopes for {len(cards)} readers ...")
+        return Bodies(seal_pools(self.agencies, cards, total))
 
     def pids(self, server: str) -> dict[str, int]:
         """The processes whose CPU time a run reports."""
-        proc = self.hub if server == "hub" else self.bare
-        return {server: proc.pid, "redis": self.redis_pid, "loadgen": os.getpid()}
+        return {server: self.procs[server].pid, "redis": self.redis.pid, "loadgen": os.getpid()}
+
+    async def hub_post(self, c: int, body: bytes) -> object:
+        """Client ``c`` posts through the SDK: signed, verified, stored, audited."""
+        return await self.hubs[c % CLIENTS].post_envelope(CHANNEL, body)
+
+    def bare_post(self, stream: str) -> Send:
+        """Client ``c`` posts the bytes to the bare endpoint with plain aiohttp."""
+        url = f"{self.urls['bare']}/bare/{stream}"
+
+        async def post(c: int, body: bytes) -> object:
+            session = self.sessions[c % CLIENTS]
+            async with session.post(url, data=body, headers={"Content-Type": ENVELOPE}) as resp:
+                if resp.status != 201:
+                    raise RuntimeError(f"bare endpoint answered {resp.status}")
+                return msgpack.unpackb(await resp.read())
+
+        return post
 
 
-async def setup(url: str, admin: Identity, agencies: Sequence[Identity]) -> list[Any]:
-    """Register the agencies, create the channel; the cards to seal for."""
-    async with HubClient(url, admin) as client:
-        for agency in agencies:
-            await client.register_agency(agency.card)
-        members = {str(a.agency): {"post", "read"} for a in agencies}
-        roster = await client.create_channel(
-            CHANNEL, ceiling="VS-NfD", retention_days=30, members=members
-        )
-    return [card.serialize() for card in roster.reader_cards()]
-
-
-async def measure(ctx: Context, admin: Identity, agencies: list[Identity]) -> str:
+async def measure(rig: Rig) -> str:
     """Throughput, latency, profile; the report."""
-    plan = ctx.plan
-    cards = await setup(ctx.hub_url, admin, agencies)
-    total = plan.warmup + plan.rounds * (plan.warmup + plan.posts) + plan.live_notes
-    total += plan.profile_posts + CLIENTS
-    progress(f"sealing {total:,} envelopes for {len(cards)} readers ...")
-    bodies = Bodies(seal_pools(agencies, cards, total))
+    plan, bodies = rig.plan, await rig.seal()
     live = [bodies.take(i % CLIENTS) or b"" for i in range(plan.live_notes)]
     sample = [bodies.take(c) or b"" for c in range(CLIENTS)]
-    async with contextlib.AsyncExitStack() as stack:
-        hubs = [
-            await stack.enter_async_context(HubClient(ctx.hub_url, agencies[c % len(agencies)]))
-            for c in range(CLIENTS)
-        ]
-        sessions = [
-            await stack.enter_async_context(aiohttp.ClientSession()) for _ in range(CLIENTS)
-        ]
-
-        async def hub_post(c: int, body: bytes) -> object:
-            return await hubs[c % CLIENTS].post_envelope(CHANNEL, body)
-
-        def bare_post(stream: str) -> Send:
-            async def post(c: int, body: bytes) -> object:
-                headers = {"Content-Type": ENVELOPE}
-                url = f"{ctx.bare_url}/bare/{stream}"
-                async with sessions[c % CLIENTS].post(url, data=body, headers=headers) as resp:
-                    if resp.status != 201:
-                        raise RuntimeError(f"bare endpoint answered {resp.status}")
-                    return msgpack.unpackb(await resp.read())
-
-            return post
-
-        runs: list[Throughput] = []
-        for r in range(plan.rounds):
-            progress(f"throughput, round {r + 1} of {plan.rounds} ...")
-            runs.append(
-                await throughput(
-                    "bare",
-                    "bare",
-                    bare_post("post"),
-                    lambda c: sample[c],
-                    plan,
-                    CpuMeter(ctx.pids("bare")),
-                )
-            )
-            runs.append(
-                await throughput(
-                    "hub", "hub", hub_post, bodies.take, plan, CpuMeter(ctx.pids("hub"))
-                )
-            )
-        progress(f"latency, {plan.rate}/s to {plan.subscribers} subscribers ...")
-        lat = [
-            await latency("bare", "bare", ctx.bare_url, bare_post("live"), live, ctx),
-            await latency("hub", "hub", ctx.hub_url, hub_post, live, ctx),
-        ]
-        progress("profile of the hub's post path ...")
-        profile = await profile_pass(ctx, hub_post, bodies)
+    runs: list[Throughput] = []
+    for r in range(plan.rounds):
+        progress(f"throughput, round {r + 1} of {plan.rounds} ...")
+        bare = rig.bare_post("post")
+        runs.append(await throughput("bare", bare, lambda c: sample[c], plan, rig.pids("bare")))
+        runs.append(await throughput("hub", rig.hub_post, bodies.take, plan, rig.pids("hub")))
+    progress(f"latency, {plan.rate}/s to {plan.subscribers} subscribers ...")
+    lat = [
+        await latency("bare", rig.bare_post("live"), live, rig),
+        await latency("hub", rig.hub_post, live, rig),
+    ]
+    progress("profile of the hub's post path ...")
+    profile = await profile_pass(rig, bodies)
     return report(plan, runs, lat, profile, len(live[0]))
 
 
-async def profile_pass(ctx: Context, send: Send, bodies: Bodies) -> str:
+async def profile_pass(rig: Rig, bodies: Bodies) -> str:
     """cProfile the hub process over ``profile_posts`` posts (SIGUSR1 .. SIGUSR2)."""
-    before = await command_counts(ctx.redis_url)
-    meter = CpuMeter(ctx.pids("hub"))
-    os.kill(ctx.hub.pid, signal.SIGUSR1)
+    path = rig.folder / "hub.prof"
+    before = await command_counts(rig.redis.url)
+    meter = CpuMeter(rig.pids("hub"))
+    os.kill(rig.procs["hub"].pid, signal.SIGUSR1)
     meter.start()
-    done, errors, _, _ = await closed_loop(send, bodies.take, ctx.plan.profile_posts, 60.0)
+    done, errors, _, _ = await closed_loop(rig.hub_post, bodies.take, rig.plan.profile_posts, 60)
     meter.stop()
-    os.kill(ctx.hub.pid, signal.SIGUSR2)
+    os.kill(rig.procs["hub"].pid, signal.SIGUSR2)
     for _ in range(100):
-        if ctx.hub_profile.exists():
+        if path.exists():
             break
         await asyncio.sleep(0.1)
-    after = await command_counts(ctx.redis_url)
+    after = await command_counts(rig.redis.url)
     commands = {name: n - before.get(name, 0) for name, n in after.items() if name != "INFO"}
     cpu_us = 1e6 * meter.used["hub"] / max(done, 1)
     head = f"{done:,} posts by {CLIENTS} clients, {len(errors)} errors.\n\n"
-    return head + profile_report(ctx.hub_profile, max(done, 1), cpu_us, commands)
+    return head + profile_report(path, max(done, 1), cpu_us, commands)
 
 
 # -- report ------------------------------------------------------------------------
@@ -815,7 +809,7 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
     parser.add_argument("--rate", type=int, help="notes/s of the latency runs (1-2000)")
     parser.add_argument("--readers", type=int, help="agencies in the channel (1-30)")
     args = parser.parse_args(argv)
-    plan = replace(QUICK, profile_posts=QUICK_PROFILE) if args.quick else FULL
+    plan = QUICK if args.quick else FULL
     if args.rate is not None:
         if not 0 < args.rate <= 2000:
             parser.error("--rate must be 1-2000")
@@ -829,33 +823,10 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
 
 async def run(plan: Plan) -> str:
     """Start Redis and both servers, measure, stop everything."""
-    suite = Suite.MLKEM768_X25519
-    admin = Identity.generate("bench-admin", suite=suite)
-    agencies = [Identity.generate(f"bench-{i:02d}", suite=suite) for i in range(plan.readers)]
     with tempfile.TemporaryDirectory(prefix="siko-bench-hub-") as tmp:
-        folder = Path(tmp)
-        save_card(folder / "admin.card", admin.card)
-        async with embedded_redis(folder / "redis") as redis_server:
-            hub_proc, hub_url = await start_server("hub", redis_server.url, folder)
-            try:
-                bare_proc, bare_url = await start_server("bare", redis_server.url, folder)
-                try:
-                    ctx = Context(
-                        plan,
-                        redis_server.url,
-                        redis_server.pid,
-                        hub_proc,
-                        hub_url,
-                        bare_proc,
-                        bare_url,
-                        tuple(raw(a) for a in agencies),
-                        folder / "hub.prof",
-                    )
-                    return await measure(ctx, admin, agencies)
-                finally:
-                    stop_server(bare_proc)
-            finally:
-                stop_server(hub_proc)
+        async with embedded_redis(Path(tmp) / "redis") as redis_server:
+            async with Rig(plan, Path(tmp), redis_server) as rig:
+                return await measure(rig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
