@@ -7,6 +7,8 @@ agencies and channels, are served to auditors (and administrators) only.
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from hub import policy, wire
@@ -19,13 +21,22 @@ from keys import now_ms
 routes = web.RouteTableDef()
 
 MAX_INDEX = 2**63 - 1
+#: ASCII digits only: ``str.isdigit`` also accepts "²", which ``int`` then refuses.
+_NUMBER = re.compile(r"[0-9]{1,19}")
+
+
+def _parse_number(text: str) -> int | None:
+    """``text`` as a leaf index or tree size, or ``None`` if it is not one."""
+    if _NUMBER.fullmatch(text) is None or int(text) > MAX_INDEX:
+        return None
+    return int(text)
 
 
 def _number(request: web.Request, name: str) -> int:
-    text = request.query.get(name, "")
-    if not text.isdigit() or len(text) > 19 or int(text) > MAX_INDEX:
+    value = _parse_number(request.query.get(name, ""))
+    if value is None:
         raise BadRequest(f"query parameter {name!r} must be a non-negative integer")
-    return int(text)
+    return value
 
 
 @routes.get("/v1/audit/checkpoint")
@@ -38,12 +49,12 @@ async def get_checkpoint(request: web.Request) -> web.Response:
 @routes.get("/v1/audit/checkpoints/{size}")
 async def get_checkpoint_at(request: web.Request) -> web.Response:
     """The signed checkpoint of a given tree size, if the hub signed one."""
-    size_text = request.match_info["size"]
-    if not size_text.isdigit() or len(size_text) > 19:
+    size = _parse_number(request.match_info["size"])
+    if size is None:
         raise BadRequest("the size must be a non-negative integer")
-    note = await request.app[AUDIT].checkpoint_at(int(size_text))
+    note = await request.app[AUDIT].checkpoint_at(size)
     if note is None:
-        raise NotFound(f"no checkpoint was signed at size {size_text}")
+        raise NotFound(f"no checkpoint was signed at size {size}")
     return web.Response(body=note, content_type="text/plain", charset="utf-8")
 
 
