@@ -92,6 +92,7 @@ def audit_group() -> None:
     paper, signed mail), and an identity registered at the hub as an auditor.
 
     \b
+    Examples:
       siko audit verify --hub https://hub.example --key me.identity --log-key VERIFIER
       siko audit export --hub https://hub.example --key me.identity --log-key VERIFIER \\
           --out log.bundle
@@ -114,6 +115,11 @@ def verify(no_state: bool, **options: Any) -> None:
 
     Every clean run remembers the latest checkpoint in the state file; the next run
     requires the log to extend it, so a rollback or a forked history is caught.
+
+    \b
+    Example:
+      siko audit verify --hub https://hub.example --key ldi.identity \\
+          --log-key "hub.example/siko-log+1a2b3c4d+AaBb..."
     """
     outcome = _run(options, use_state=not no_state)
     click.echo(
@@ -126,7 +132,13 @@ def verify(no_state: bool, **options: Any) -> None:
 @_options(HUB, KEY, PASSPHRASE_ENV, LOG_KEY, *RANGE)
 @click.option("--out", type=NEW, required=True, help="The bundle file to write.")
 def export(out: Path, **options: Any) -> None:
-    """Write a self-contained bundle (leaves, records, checkpoints, proofs) to verify offline."""
+    """Write a self-contained bundle (leaves, records, checkpoints, proofs) to verify offline.
+
+    \b
+    Example:
+      siko audit export --hub https://hub.example --key ldi.identity \\
+          --log-key log.verifier --out 2025-q4.bundle
+    """
     if options["hub"] is None:
         raise click.UsageError("give --hub URL and --key FILE")
     holder: list[Recorder] = []
@@ -146,7 +158,14 @@ def export(out: Path, **options: Any) -> None:
 @_options(HUB, KEY, PASSPHRASE_ENV, BUNDLE, LOG_KEY, *RANGE, STATE)
 @click.option("--out", type=NEW, required=True, help="The HTML file to write.")
 def report(out: Path, **options: Any) -> None:
-    """Verify, then write an HTML report: activity per agency and channel, refusals."""
+    """Verify, then write an HTML report: activity per agency and channel, refusals.
+
+    The page is one file with no script and no outside resource: archive it as it is.
+
+    \b
+    Example:
+      siko audit report --bundle 2025-q4.bundle --log-key log.verifier --out report.html
+    """
     outcome = _run(options, use_state=True, update_state=False)
     out.write_text(html_page(outcome.report), encoding="utf-8")
     click.echo(f"Report written to {out}.")
@@ -159,7 +178,13 @@ def report(out: Path, **options: Any) -> None:
 @click.option("--envelope", type=EXISTING, help="The note's envelope, if a member gave it.")
 @click.option("--out", type=NEW, required=True, help="The evidence file to write.")
 def evidence(message_id: str, envelope: Path | None, out: Path, **options: Any) -> None:
-    """Gather the evidence for one note (MESSAGE_ID, 32 hex digits) into a file."""
+    """Gather the evidence for one note (MESSAGE_ID, 32 hex digits) into a file.
+
+    \b
+    Example:
+      siko audit evidence 3f9c0d1e2a4b5c6d7e8f90a1b2c3d4e5 --hub https://hub.example \\
+          --key ldi.identity --log-key log.verifier --out note.evidence
+    """
     wanted = bytes(keys.MessageId.from_hex(message_id))
     data = envelope.read_bytes() if envelope is not None else None
 
@@ -177,7 +202,12 @@ def evidence(message_id: str, envelope: Path | None, out: Path, **options: Any) 
 @click.argument("file", type=EXISTING)
 @_options(LOG_KEY)
 def check_evidence_command(file: Path, verifier: NoteVerifier) -> None:
-    """Verify an evidence file offline with the log's verifier key alone."""
+    """Verify an evidence file offline with the log's verifier key alone.
+
+    \b
+    Example:
+      siko audit check-evidence note.evidence --log-key log.verifier
+    """
     with _translated():
         found = Evidence.parse(file.read_bytes())
     click.echo("\n".join(_checked(found, verifier)))
