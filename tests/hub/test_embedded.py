@@ -6,10 +6,14 @@ the session one), bound to 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -238,3 +242,47 @@ async def test_a_hub_without_redis_url_starts_and_stops_its_own(tmp_path: Path) 
         await running.stop()
     assert _refused(port), "the hub stops the redis-server it started"
     assert list((settings.data_dir / "redis").glob("appendonly*"))
+
+
+#: A process that owns an embedded redis-server, prints its port, then waits to be killed.
+_OWNER = """
+import asyncio, sys
+from pathlib import Path
+from hub.embedded import EmbeddedRedis
+
+async def main() -> None:
+    server = EmbeddedRedis(Path(sys.argv[1]))
+    await server.start()
+    print(server.port, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+async def test_a_killed_owner_leaves_no_redis_server_behind(tmp_path: Path) -> None:
+    """kill -9 of the hub: its redis-server must not live on, holding the data folder."""
+    repo = Path(__file__).resolve().parents[2]
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER, str(tmp_path / "redis")],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert owner.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(owner.stdout.readline), 15)
+        port = int(line)
+        assert not _refused(port)
+        assert _cmdlines_with(f"127.0.0.1:{port}")
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+        if owner.stdout is not None:
+            owner.stdout.close()
+    async with asyncio.timeout(10):
+        while _cmdlines_with(f"127.0.0.1:{port}") or not _refused(port):
+            await asyncio.sleep(0.05)
+    # and the data it took is there for the next owner (the child got SIGTERM: AOF flushed)
+    assert list((tmp_path / "redis").glob("appendonly*"))
