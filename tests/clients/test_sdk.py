@@ -27,6 +27,7 @@ from clients.sdk import CardRefused, HubClient, KeyChange, NoteRefused, Received
 from clients.state import State, StateError, StateFile, default_state_path
 from clients.transport import Transport
 from hub import keyspace
+from hub.embedded import EmbeddedRedis
 from keys import Classification, HandlingCode, Identity, Markings, MessageId, Note, Suite
 from tests.hub.conftest import (  # noqa: F401  (fixtures)
     ADMIN,
@@ -506,3 +507,19 @@ def test_default_state_path_names_agency_and_hub(tmp_path: Path) -> None:
     path = default_state_path("https://hub.example:8443/", "pp-duisburg", env)
     assert path == tmp_path / "siko" / "pp-duisburg@hub.example_8443.json"
     assert default_state_path("http://x", "a", {"SIKO_STATE": "/s.json"}) == Path("/s.json")
+
+
+async def test_a_hub_whose_redis_is_down_raises_unavailable(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    running = await start_hub(hub_settings(tmp_path, await server.start()))
+    try:
+        await make_world(running)
+        await server.stop()
+        transport = Transport(running.base_url, identity(POLICE), retries=0)
+        async with HubClient(running.base_url, identity(POLICE), transport=transport) as police:
+            with pytest.raises(sdk.Unavailable) as excinfo:
+                await police.channels()
+        assert excinfo.value.status == 503 and excinfo.value.retry_after is not None
+    finally:
+        await running.stop()
+        await server.stop()
