@@ -43,6 +43,8 @@ coverage: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/seal.py
+	$(PY) bench/hub.py
+	$(PY) bench/audit.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

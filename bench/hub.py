@@ -117,6 +117,18 @@ FULL: Final = Plan()
 QUICK: Final = Plan(
     posts=300, run_s=5.0, rounds=1, rate=100, live_s=1.0, subscribers=10, profile_posts=200
 )
+TINY: Final = Plan(  # the smoke test's: proves the script runs, measures nothing useful
+    readers=2,
+    posts=32,
+    run_s=3.0,
+    rounds=1,
+    rate=50,
+    live_s=0.4,
+    subscribers=2,
+    drain_s=3.0,
+    profile_posts=32,
+    warmup=8,
+)
 
 
 # -- the two servers, each in a process of its own ----------------------------------
@@ -806,10 +818,11 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
     """The command line, as a :class:`Plan`."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts (< 60 s)")
+    parser.add_argument("--tiny", action="store_true", help="tiniest counts (smoke test)")
     parser.add_argument("--rate", type=int, help="notes/s of the latency runs (1-2000)")
     parser.add_argument("--readers", type=int, help="agencies in the channel (1-30)")
     args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
+    plan = TINY if args.tiny else QUICK if args.quick else FULL
     if args.rate is not None:
         if not 0 < args.rate <= 2000:
             parser.error("--rate must be 1-2000")
