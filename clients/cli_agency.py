@@ -22,6 +22,7 @@ import click
 
 import keys
 from clients import keytool, terminal
+from clients.errors import HubUnreachable, IdempotencyConflict, InternalError, Unavailable
 from clients.sdk import HubClient, NoteRefused, Posted, Received
 from clients.state import STATE_ENV, StateFile, default_state_path
 from clients.terminal import CHANNEL, EXISTING, PASSPHRASE_ENV, choice, printable, utc_iso
@@ -119,6 +120,11 @@ def connect(
     metavar="FILE",
     help="Note text file [default: stdin].",
 )
+@click.option(
+    "--message-id",
+    metavar="HEX",
+    help="Repeat a post whose answer was lost, with the message id the error named.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def post(
     key: Path,
@@ -135,6 +141,7 @@ def post(
     case_ref: str | None,
     text: str | None,
     text_in: IO[bytes],
+    message_id: str | None,
     as_json: bool,
 ) -> None:
     """Seal a note for every reader of CHANNEL and post it to the hub.
@@ -160,14 +167,55 @@ def post(
         keys.SourceReliability.parse(source) if source else None,
         keys.InfoAssessment.parse(info) if info else None,
     )
+    mid = _message_id(message_id)
     client = connect(key, hub_url, passphrase_env, state)
-    posted = run(_post(client, channel, note, markings))
+    try:
+        posted = run(_post(client, channel, note, markings, mid, repeat=message_id is not None))
+    except (HubUnreachable, Unavailable, InternalError) as exc:
+        raise type(exc)(
+            f"{exc.detail}; the note may or may not be stored: repeat the same command "
+            f"with --message-id {mid} to post it at most once",
+            status=exc.status,
+            problem_type=exc.problem_type,
+            retry_after=exc.retry_after,
+        ) from None
+    if isinstance(posted, str):
+        click.echo(
+            f"the hub already holds note {mid} in {channel} (stream id {posted}): "
+            "the earlier attempt arrived; nothing more was posted"
+        )
+        return
     _echo_posted(posted, as_json)
 
 
-async def _post(client: HubClient, channel: str, note: keys.Note, marks: keys.Markings) -> Posted:
+def _message_id(text: str | None) -> keys.MessageId:
+    if text is None:
+        return keys.MessageId.new()
+    try:
+        return keys.MessageId.from_hex(text)
+    except keys.KeysError:
+        raise click.BadParameter(
+            "expected the hex message id an earlier siko post named", param_hint="--message-id"
+        ) from None
+
+
+async def _post(
+    client: HubClient,
+    channel: str,
+    note: keys.Note,
+    marks: keys.Markings,
+    mid: keys.MessageId,
+    *,
+    repeat: bool,
+) -> Posted | str:
+    """The post's result; for a repeat whose first attempt was stored, its stream id."""
     async with client:
-        return await client.post(channel, note, marks)
+        try:
+            return await client.post(channel, note, marks, message_id=mid)
+        except IdempotencyConflict:
+            if not repeat:
+                raise
+            return str((await client.receipts(channel, str(mid)))["stream_id"])
 
 
 def _echo_posted(posted: Posted, as_json: bool) -> None:

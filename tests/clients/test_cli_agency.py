@@ -273,3 +273,22 @@ async def test_watch_survives_a_hub_restart(
         await running.stop()
     texts = [note["text"] for note in json_lines(result)]
     assert texts == ["vor dem Neustart", "nach dem Neustart"]
+
+
+async def test_a_post_whose_answer_was_lost_is_repeated_at_most_once(
+    agencies: Agencies, siko: Siko, redis_db: redis.Redis
+) -> None:
+    key = str(agencies.key(POLICE))
+    args = ("post", CHANNEL, "--key", key, "--passphrase-env", "SIKO_TEST_PASS",
+            "--classification", "VS-NfD", "--handling", "H1", "--text", "einmal")  # fmt: skip
+    down = await asyncio.to_thread(siko, *args, "--hub", "http://127.0.0.1:9", env=ENV)
+    line = assert_refused(down, 5, "may or may not be stored", "--message-id ")
+    mid = line.split("--message-id ")[1].split()[0]
+    first = await agencies.run(POLICE, *POST, "--text", "einmal", "--message-id", mid, "--json")
+    assert json_lines(first)[0]["message_id"] == mid
+    again = await agencies.run(POLICE, *POST, "--text", "einmal", "--message-id", mid)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.startswith(f"the hub already holds note {mid} in {CHANNEL} (stream id ")
+    assert redis_db.xlen(NOTES_KEY) == 1
+    bad = await agencies.run(POLICE, *POST, "--text", "x", "--message-id", "zz")
+    assert bad.exit_code == 2 and "--message-id" in bad.output
