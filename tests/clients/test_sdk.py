@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgpack
 import pytest
 import redis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from clients import errors as sdk
 from clients.errors import error_from_problem
@@ -523,3 +526,53 @@ async def test_a_hub_whose_redis_is_down_raises_unavailable(tmp_path: Path) -> N
     finally:
         await running.stop()
         await server.stop()
+
+
+# -- a hostile hub handing out bad cards ------------------------------------------------------
+
+
+def roster_with(card: bytes, key_id: str) -> dict[str, Any]:
+    member = {"roles": ["read"], "status": "active", "key_id": key_id, "card": card}
+    return {"channel": CHANNEL, "ceiling": "VS-NfD", "retention_days": 30, "version": 1,
+            "members": {PROSECUTOR: member}, "readers": [PROSECUTOR]}  # fmt: skip
+
+
+async def serve_roster(roster: dict[str, Any]) -> tuple[TestServer, list[str]]:
+    """A fake hub that answers the roster and records every other request it gets."""
+    others: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.method == "GET" and request.path == f"/v1/channels/{CHANNEL}":
+            body = msgpack.packb(roster, use_bin_type=True)
+            return web.Response(body=body, content_type="application/msgpack")
+        others.append(f"{request.method} {request.path}")
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    return server, others
+
+
+@pytest.mark.parametrize(
+    ("case", "error"), [("not self-signed", CardRefused), ("another key id", sdk.ProtocolError)]
+)
+async def test_a_reader_card_that_fails_its_checks_is_never_sealed_for(
+    case: str, error: type[sdk.ClientError]
+) -> None:
+    card = identity(PROSECUTOR).card
+    data, key_id = bytearray(card.serialize()), str(card.key_id)
+    if case == "not self-signed":
+        data[-3] ^= 1  # inside the self-signature
+    else:
+        key_id = str(identity(CITY).key_id)
+    server, others = await serve_roster(roster_with(bytes(data), key_id))
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        async with HubClient(url, identity(POLICE)) as police:
+            with pytest.raises(error, match=PROSECUTOR):
+                await police.post(CHANNEL, Note("nie versiegelt"), MARKS)
+    finally:
+        await server.close()
+    assert others == []  # nothing was posted
