@@ -23,7 +23,7 @@ What it does **not** check: that a reader's key is a leaf of the audit log. The 
 serves agencies the leaves only as salted commitments (records and salts go to
 auditors and administrators), so an agency cannot find the key's leaf. A key swapped
 by a malicious operator *at registration*, or a fake rotation it appends, is found by
-the auditor's replay of the log (``clients/audit_verify.py``) and by comparing
+the auditor's replay of the log (which sees the records) and by comparing
 fingerprints out of band, not here. See docs/CLIENTS.md.
 
 Everything read is verified before it is shown: a note that fails verification or
@@ -546,7 +546,7 @@ class HubClient:
         """
         return await self.ack(channel, "0-0")
 
-    async def unread(self, channel: str, *, page_size: int = 500) -> int:
+    async def unread(self, channel: str, *, page_size: int = 100) -> int:
         """How many notes of ``channel`` are after this agency's read position."""
         cursor, count = await self.read_position(channel), 0
         while True:
