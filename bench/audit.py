@@ -251,14 +251,14 @@ def tier_table(tiers: Sequence[Tier]) -> str:
             f"{t.write_s + t.drain_s:,.1f}",
             f"{t.proof.p50:.3f}",
             f"{t.proof.p99:.3f}",
-            f"{t.ping.p50:.3f}",
+            f"{t.ping.p50:.3f} / {t.ping.p99:.3f}",
             f"{t.hashes:.1f} ({math.log2(t.size):.1f})",
             f"{32 * t.hashes:,.0f}",
         ]
         for t in tiers
     ]
     headers = ["leaves", "append leaves/s", "drain leaves/s", "grow s (total)"]
-    headers += ["proof p50 ms", "proof p99 ms", "PING p50 ms", "hashes (log2 n)", "bytes"]
+    headers += ["proof p50 ms", "proof p99 ms", "PING p50 / p99 ms", "hashes (log2 n)", "bytes"]
     return md_table(headers, rows)
 
 
@@ -266,7 +266,11 @@ def report(limits: Limits, tiers: Sequence[Tier], skipped: str, a: Auditor, cpu:
     """The whole report, Markdown."""
     command = " ".join(["bench/audit.py", *sys.argv[1:]])
     top = tiers[-1]
-    proof_met = top.size == 10**6 and top.proof.p99 < PROOF_GOAL_MS
+    at_goal = top.size == 10**6
+
+    def met(ok: bool) -> str:
+        return "MET" if ok else "NOT MET"
+
     verify = a.rate(a.verify_s)
     lines = [
         f"# Audit log benchmark: `{command}`\n",
@@ -275,11 +279,12 @@ def report(limits: Limits, tiers: Sequence[Tier], skipped: str, a: Auditor, cpu:
         f"\n## Growth and inclusion proofs ({limits.proofs} random proofs per size)\n",
         tier_table(tiers),
         f"\nBuilding the events (records, salts, leaves) took {top.build_s:.2f} s, not counted.",
-        skipped,
-        f"\n**Goal: inclusion proof < {PROOF_GOAL_MS:g} ms at 10^6 leaves: "
-        + ("MET" if proof_met else "NOT MET")
-        + f"** (p99 {top.proof.p99:.3f} ms at {top.size:,} leaves"
-        + ("" if top.size == 10**6 else "; 10^6 was not reached")
+        *([skipped] if skipped else []),
+        f"\n**Goal: inclusion proof < {PROOF_GOAL_MS:g} ms at 10^6 leaves: median "
+        f"{met(at_goal and top.proof.p50 < PROOF_GOAL_MS)}, p99 "
+        f"{met(at_goal and top.proof.p99 < PROOF_GOAL_MS)}** (p50 {top.proof.p50:.3f} ms, "
+        f"p99 {top.proof.p99:.3f} ms at {top.size:,} leaves"
+        + ("" if at_goal else "; 10^6 was not reached")
         + ")",
         f"\n## Auditor: {a.leaves:,} leaves verified against the signed checkpoint\n",
         md_table(
@@ -294,7 +299,7 @@ def report(limits: Limits, tiers: Sequence[Tier], skipped: str, a: Auditor, cpu:
             ],
         ),
         f"\n**Goal: auditor >= {VERIFY_GOAL:,} leaves/s: "
-        + ("MET" if verify >= VERIFY_GOAL else "NOT MET")
+        + met(verify >= VERIFY_GOAL)
         + f"** ({verify:,.0f} leaves/s, {a.verify_s / a.sha_s:.1f}x the baseline's time)",
         "\nNote: the auditor's verification core, clients/audit_verify.py, was not yet "
         "committed when this benchmark was written (its API was still moving). This "

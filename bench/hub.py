@@ -3,7 +3,8 @@
 Run from the repository root (docs/BENCHMARKS.md records a run)::
 
     .venv/bin/python bench/hub.py            # full run, 2-4 minutes
-    .venv/bin/python bench/hub.py --quick    # small counts, a smoke test (< 60 s)
+    .venv/bin/python bench/hub.py --quick    # small counts, a smoke run (< 60 s)
+    .venv/bin/python bench/hub.py --tiny     # tiniest counts (tests/bench, ~10 s)
 
 Everything runs on 127.0.0.1 on a Redis this script starts (:mod:`hub.embedded`,
 append-only, ``everysec``). Two server processes share it: the hub
@@ -117,18 +118,9 @@ FULL: Final = Plan()
 QUICK: Final = Plan(
     posts=300, run_s=5.0, rounds=1, rate=100, live_s=1.0, subscribers=10, profile_posts=200
 )
-TINY: Final = Plan(  # the smoke test's: proves the script runs, measures nothing useful
-    readers=2,
-    posts=32,
-    run_s=3.0,
-    rounds=1,
-    rate=50,
-    live_s=0.4,
-    subscribers=2,
-    drain_s=3.0,
-    profile_posts=32,
-    warmup=8,
-)
+# The smoke test's (tests/bench): proves that the script runs, measures nothing. Fields:
+# readers, posts, run_s, rounds, rate, live_s, subscribers, drain_s.
+TINY: Final = Plan(2, 32, 3.0, 1, 50, 0.4, 2, 3.0, profile_posts=32, warmup=8)
 
 
 # -- the two servers, each in a process of its own ----------------------------------
