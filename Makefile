@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/siko hub serve --data-dir data $(if $(wildcard data/admin.card),--admin-card data/admin.card,)
 
-## demo: install if needed, then walk through the key tooling offline
+## demo: install if needed, then a narrated case exchange through a real hub (temporary folder)
 demo: $(STAMP)
-	$(VENV)/bin/siko keys demo
+	$(VENV)/bin/siko demo
 
 ## browser: Debian's Chromium for the web UI's browser test, installed with apt-get if missing
 browser:

@@ -29,6 +29,7 @@ from clients.cli_agency import AGENCY_COMMANDS
 from clients.cli_audit import audit_group
 from clients.cli_keys import keys_group
 from clients.cli_ui import ui
+from clients.demo_hub import demo
 from clients.errors import ClientError, HubProblem, HubUnreachable, InternalError, ProtocolError
 from clients.errors import Unavailable as HubUnavailable
 from clients.sdk import CardRefused, NoteRefused
@@ -202,6 +203,7 @@ for _command in AGENCY_COMMANDS:
     root.add_command(_command)
 root.add_command(audit_group)
 root.add_command(ui)
+root.add_command(demo)
 
 
 def main() -> None:
