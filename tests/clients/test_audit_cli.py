@@ -28,7 +28,7 @@ from keys import Classification, HandlingCode, KdfParams, Markings, Note, save_i
 from keys.checkpoint import Checkpoint
 from keys.merkle import HASH_SIZE
 from tests.clients.conftest import Siko
-from tests.hub.conftest import (  # noqa: F401 - fixtures
+from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
@@ -38,8 +38,6 @@ from tests.hub.conftest import (  # noqa: F401 - fixtures
     hub_settings,
     identity,
     make_world,
-    redis_db,
-    redis_url,
     start_hub,
 )
 
@@ -84,7 +82,7 @@ class Audited:
 
 
 @pytest.fixture
-async def audited(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> Audited:  # noqa: F811
+async def audited(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> Audited:
     running = await start_hub(hub_settings(tmp_path, redis_url, checkpoint_interval_s=60))
     try:
         await make_world(running)
@@ -151,7 +149,7 @@ async def test_a_clean_log_verifies_and_is_remembered(audited: Audited, siko: Si
 async def test_a_changed_leaf_is_named(
     audited: Audited,
     siko: Siko,
-    redis_db: redis.Redis,  # noqa: F811
+    redis_db: redis.Redis,
 ) -> None:
     index = str(audited.note_index)
     leaf = bytearray(redis_db.hget(keyspace.log_leaves(), index))  # type: ignore[arg-type]
@@ -166,7 +164,7 @@ async def test_a_changed_leaf_is_named(
 async def test_a_changed_record_is_named(
     audited: Audited,
     siko: Siko,
-    redis_db: redis.Redis,  # noqa: F811
+    redis_db: redis.Redis,
 ) -> None:
     index = str(audited.note_index)
     record = redis_db.hget(keyspace.log_records(), index)
@@ -179,7 +177,7 @@ async def test_a_changed_record_is_named(
 async def test_a_deleted_leaf_is_named(
     audited: Audited,
     siko: Siko,
-    redis_db: redis.Redis,  # noqa: F811
+    redis_db: redis.Redis,
 ) -> None:
     redis_db.hdel(keyspace.log_leaves(), "4")
     assert_anomaly(await audited.verify(siko), "leaf 4: missing-leaf")
@@ -188,7 +186,7 @@ async def test_a_deleted_leaf_is_named(
 async def test_two_swapped_leaves_are_named(
     audited: Audited,
     siko: Siko,
-    redis_db: redis.Redis,  # noqa: F811
+    redis_db: redis.Redis,
 ) -> None:
     for name in (keyspace.log_leaves(), keyspace.log_records(), keyspace.log_salts()):
         first, second = redis_db.hmget(name, ["2", "5"])
@@ -200,7 +198,7 @@ async def test_two_swapped_leaves_are_named(
 async def test_a_rolled_back_log_is_detected(
     audited: Audited,
     siko: Siko,
-    redis_db: redis.Redis,  # noqa: F811
+    redis_db: redis.Redis,
 ) -> None:
     old_note = await audited.checkpoint()
     old_size = int(redis_db.get(keyspace.log_size()) or 0)
@@ -252,7 +250,7 @@ async def test_a_deleted_record_is_reported_by_its_tombstone(audited: Audited, s
 async def test_a_record_withheld_without_tombstone_is_named(
     audited: Audited,
     siko: Siko,
-    redis_db: redis.Redis,  # noqa: F811
+    redis_db: redis.Redis,
 ) -> None:
     redis_db.hdel(keyspace.log_records(), str(audited.note_index))
     assert_anomaly(await audited.verify(siko), f"leaf {audited.note_index}: record-withheld")
@@ -268,7 +266,7 @@ async def test_a_range_is_anchored_and_verified(audited: Audited, siko: Siko) ->
 async def test_an_exported_bundle_verifies_offline(
     audited: Audited,
     siko: Siko,
-    redis_db: redis.Redis,  # noqa: F811
+    redis_db: redis.Redis,
 ) -> None:
     out = audited.tmp / "log.bundle"
     exported = await audited.siko(siko, "audit", "export", *audited.auth(), "--out", str(out))

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the hub fixtures are imported, then named as parameters)
 """``siko hub admin ...`` against a real hub: registration, status, channels, members."""
 
 from __future__ import annotations
@@ -16,18 +15,13 @@ from keys import save_card
 from tests.clients.conftest import Siko
 from tests.clients.helpers import assert_refused
 from tests.clients.test_cli_agency import ENV, POST, Agencies
-from tests.hub.conftest import (  # noqa: F401  (fixtures)
+from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
     POLICE,
-    PROSECUTOR,
     RunningHub,
-    hub,
     identity,
-    redis_db,
-    redis_url,
-    world,
 )
 from tests.hub.test_refusals import nothing_written
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the hub fixtures are imported, then named as parameters)
 """``siko post``, ``watch``, ``inbox``, ``channels``, ``read-receipts`` against a real hub.
 
 The command line runs in a worker thread (it runs its own event loop, as in a
@@ -21,20 +20,16 @@ from keys import KdfParams, Note, save_identity
 from tests.clients.conftest import Siko
 from tests.clients.helpers import assert_refused
 from tests.clients.test_sdk import NOTES_KEY, tamper_newest_note
-from tests.hub.conftest import (  # noqa: F401  (fixtures)
+from tests.hub.conftest import (
     CHANNEL,
     CITY,
     POLICE,
     PROSECUTOR,
     RunningHub,
-    hub,
     hub_settings,
     identity,
     make_world,
-    redis_db,
-    redis_url,
     start_hub,
-    world,
 )
 from tests.hub.test_refusals import MARKS
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the hub fixtures are imported, then named as parameters)
 """clients/sdk.py and clients/state.py against a real hub on a real Redis.
 
 The world (tests/hub/conftest.py): police and city office post and read in
@@ -32,21 +31,17 @@ from clients.transport import Transport
 from hub import keyspace
 from hub.embedded import EmbeddedRedis
 from keys import Classification, HandlingCode, Identity, Markings, MessageId, Note, Suite
-from tests.hub.conftest import (  # noqa: F401  (fixtures)
+from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
     POLICE,
     PROSECUTOR,
     RunningHub,
-    hub,
     hub_settings,
     identity,
     make_world,
-    redis_db,
-    redis_url,
     start_hub,
-    world,
 )
 from tests.hub.test_refusals import MARKS, nothing_written, sealed, send, sign
 

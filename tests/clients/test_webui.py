@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the hub fixtures are imported, then named as parameters)
 """clients/webui*.py and ``siko ui``: the liaison desk, in a real headless Chromium.
 
 Against a real hub on a real Redis (the ``world`` of tests/hub/conftest.py): the
@@ -33,17 +32,13 @@ from hub.embedded import free_loopback_port
 from keys import Classification, HandlingCode, KdfParams, Markings, Note, save_identity
 from tests.clients.conftest import Siko
 from tests.clients.helpers import assert_refused
-from tests.hub.conftest import (  # noqa: F401  (fixtures)
+from tests.hub.conftest import (
     CHANNEL,
     CITY,
     POLICE,
     PROSECUTOR,
     RunningHub,
-    hub,
     identity,
-    redis_db,
-    redis_url,
-    world,
 )
 from tests.hub.test_refusals import nothing_written
 

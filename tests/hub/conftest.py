@@ -1,4 +1,7 @@
-"""Fixtures for hub tests: a real redis-server, a real hub on loopback, real agencies.
+"""What hub and client tests share: a real hub on loopback, real agencies.
+
+The fixtures themselves live in ``tests/conftest.py`` (so that hub and client tests share
+one session Redis); this module holds what they are built from:
 
 * ``redis_url`` — one redis-server for the whole session (the embedded binary, on a
   free 127.0.0.1 port, append-only with ``appendfsync always``), flushed before every
@@ -14,20 +17,16 @@ instead of using the session one.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-import redis
 from aiohttp import web
 
 from clients.sdk import HubClient
 from hub.app import build_app
 from hub.config import Settings
-from hub.embedded import EmbeddedRedis, free_loopback_port
+from hub.embedded import free_loopback_port
 from keys import Identity, Suite, save_card
 
 CHANNEL = "lage-ruhr"
@@ -38,23 +37,6 @@ POLICE, PROSECUTOR, CITY, ADMIN = "pp-duisburg", "sta-essen", "stadt-essen", "ad
 def identity(agency: str) -> Identity:
     """One identity per agency id for the whole session (the hybrid suite, as in use)."""
     return Identity.generate(agency, suite=Suite.MLKEM768_X25519)
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendfsync="always")
-    url = asyncio.run(server.start())
-    yield url
-    asyncio.run(server.stop())
-
-
-@pytest.fixture
-def redis_db(redis_url: str) -> Iterator[redis.Redis]:
-    """A synchronous client of the session Redis, flushed before the test."""
-    client = redis.Redis.from_url(redis_url)
-    client.flushall()
-    yield client
-    client.close()
 
 
 @dataclass
@@ -107,13 +89,6 @@ def hub_settings(tmp_path: Path, redis_url: str | None, **overrides: object) -> 
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def hub(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> AsyncIterator[RunningHub]:
-    running = await start_hub(hub_settings(tmp_path, redis_url))
-    yield running
-    await running.stop()
-
-
 async def make_world(hub: RunningHub) -> None:
     """Register the three agencies and create the shared channel."""
     admin = await hub.client(ADMIN)
@@ -125,9 +100,3 @@ async def make_world(hub: RunningHub) -> None:
         retention_days=30,
         members={POLICE: {"post", "read"}, PROSECUTOR: {"read"}, CITY: {"post", "read"}},
     )
-
-
-@pytest.fixture
-async def world(hub: RunningHub) -> RunningHub:
-    await make_world(hub)
-    return hub
