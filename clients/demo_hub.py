@@ -43,7 +43,7 @@ from clients.audit_report import summary
 from clients.audit_run import verify_log
 from clients.audit_source import HubSource
 from clients.demo import DEMO_KDF, DEMO_PASSPHRASE
-from clients.errors import BadRequest, HubProblem
+from clients.errors import BadRequest, ClientError, HubProblem
 from clients.keytool import ToolError
 from clients.sdk import HubClient, Posted, Received
 from clients.state import StateFile
@@ -60,7 +60,7 @@ EXIT_INTERRUPTED: Final = 130
 #: How long the hub (and its Redis) may take to answer /readyz.
 READY_TIMEOUT_S: Final = 30.0
 #: How long the scenario may take once the hub is ready (pauses included).
-SCENARIO_TIMEOUT_S: Final = 60.0
+SCENARIO_TIMEOUT_S: Final = 45.0
 #: How long the hub may take to stop on SIGTERM before it is killed.
 STOP_TIMEOUT_S: Final = 15.0
 #: How long its redis-server may take to end after the hub.
@@ -592,8 +592,13 @@ async def _ready_then(hub: HubProcess, demo_keys: Keys, folder: Path, say: Narra
             await scenario(hub, demo_keys, folder, say)
     except TimeoutError:
         raise DemoFailed(f"the scenario took longer than {SCENARIO_TIMEOUT_S:.0f} s") from None
-    except HubProblem as exc:
-        raise DemoFailed(f"the hub refused a step: {exc}") from None
+    except (ClientError, keys.KeysError) as exc:
+        if hub.process is not None and hub.process.poll() is not None:
+            # The step failed because the hub died: that is the news, with its log.
+            code, tail = hub.process.returncode, hub.log_tail()
+            raise DemoFailed(f"the hub exited (status {code}) during the demo; {tail}") from None
+        refused = "the hub refused a step: " if isinstance(exc, HubProblem) else ""
+        raise DemoFailed(f"{refused}{type(exc).__name__}: {exc}") from None
 
 
 def _empty(folder: Path) -> Path:

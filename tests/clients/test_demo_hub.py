@@ -34,17 +34,21 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def processes_naming(folder: Path) -> list[str]:
-    """Command lines of live processes that name ``folder`` (the demo's hub and Redis)."""
-    found = []
+def command_lines() -> dict[int, str]:
+    """Every live process's command line, by pid (Linux /proc)."""
+    found = {}
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:  # ended meanwhile
             continue
-        if str(folder) in line:
-            found.append(line)
+        found[int(entry.name)] = line.decode(errors="replace")
     return found
+
+
+def processes_naming(folder: Path) -> list[str]:
+    """Command lines of live processes that name ``folder`` (the demo's hub and Redis)."""
+    return [line for line in command_lines().values() if str(folder) in line]
 
 
 def working_folder(output: str) -> Path:
@@ -173,3 +177,39 @@ def test_a_folder_that_is_not_empty_is_refused(tmp_path: Path) -> None:
     )
     assert result.stdout == ""
     assert [p.name for p in tmp_path.iterdir()] == ["case-files.txt"]
+
+
+def test_a_hub_that_dies_midway_fails_the_demo_clearly(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    with subprocess.Popen(
+        demo_command("--pace", "0.5", "--dir", str(folder)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=demo_env(tmp_path),
+    ) as process:
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if "ready after" in line:
+                    break
+            hubs = [
+                pid
+                for pid, line in command_lines().items()
+                if " -m hub " in line and str(folder) in line
+            ]
+            assert len(hubs) == 1
+            os.kill(hubs[0], signal.SIGKILL)  # the demo's own hub, as a crash would
+            out, err = process.communicate(timeout=RUN_TIMEOUT_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 1, out + err
+    line = err.strip()
+    assert line.startswith("siko: error: demo failed: "), err
+    assert "the hub exited (status -9) during the demo; its log ends: " in line
+    assert line.endswith("the hub and its Redis are stopped")
+    assert "Traceback" not in out + err
+    assert "Result: no anomaly found." not in out
+    assert processes_naming(folder) == []
