@@ -25,7 +25,7 @@ The ``expect_*`` helpers check the shape of decoded values with exact types
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeAlias
 
 import msgpack
@@ -41,6 +41,8 @@ MAX_ITEMS: Final = 1024
 
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
+_SCALARS: Final = (bool, int, str, bytes)
+_CONTAINERS: Final = (list, dict)
 
 
 def encode(value: Value, *, max_depth: int = MAX_DEPTH) -> bytes:
@@ -129,22 +131,29 @@ def _canonical(value: Any, depth: int, max_depth: int) -> Any:
 
 
 def _check_tree(value: Any, depth: int, max_depth: int) -> None:
-    if depth > max_depth:
-        raise LimitExceeded("nesting depth", max_depth)
+    """Allowed types only, map keys in order, nothing deeper than ``max_depth``."""
     kind = type(value)
     if kind is list:
-        for item in value:
-            _check_tree(item, depth + 1, max_depth)
+        items: Iterable[Any] = value
     elif kind is dict:
         if any(type(key) is not str for key in value):
             raise MalformedInput("map keys must be strings")
         order = [key.encode("utf-8") for key in value]
         if order != sorted(order):
             raise MalformedInput("not in canonical form")
-        for item in value.values():
-            _check_tree(item, depth + 1, max_depth)
-    elif not (value is None or kind in (bool, int, str, bytes)):
+        items = value.values()
+    elif value is None or kind in _SCALARS:
+        return
+    else:
         raise MalformedInput(f"type {kind.__name__} is not allowed")
+    if value and depth == max_depth:
+        raise LimitExceeded("nesting depth", max_depth)  # its entries would be one deeper
+    for item in items:
+        # Scalars are checked here rather than by a call each: an envelope holds many.
+        if type(item) in _CONTAINERS:
+            _check_tree(item, depth + 1, max_depth)
+        elif not (item is None or type(item) in _SCALARS):
+            raise MalformedInput(f"type {type(item).__name__} is not allowed")
 
 
 # -- shape checks for decoded values ---------------------------------------------------
