@@ -36,8 +36,7 @@ from typing import Any, Final
 
 import msgpack
 
-from keys import AgencyCard, Header, KeysError, codec, labels, merkle
-from keys._suites import VerifyKey  # no public recipe yet for "verify with the log key"
+from keys import AgencyCard, Header, KeysError, VerifyKey, codec, labels, merkle
 from keys.checkpoint import Checkpoint, NoteVerifier, open_signed_checkpoint
 from keys.leaf import MAX_RECORD_BYTES, EventKind, Tombstone, commit, parse_leaf
 from keys.statements import ReadAck
@@ -235,7 +234,7 @@ class LogVerifier:
         self.verifier = verifier
         self.start = start
         self.next = start
-        self._log_key = VerifyKey(verifier.public_key)
+        self._log_key = verifier.verify_key
         self._stack: list[bytes] | None = None
         if frontier is not None or start == 0:
             self._stack = list(frontier.hashes) if frontier is not None else []

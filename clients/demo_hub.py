@@ -49,7 +49,6 @@ from clients.sdk import HubClient, Posted, Received
 from clients.state import StateFile
 from clients.terminal import printable
 from clients.transport import Transport
-from keys._suites import VerifyKey  # as clients/audit_verify.py: no public recipe yet
 from keys.checkpoint import open_signed_checkpoint
 from keys.logkey import LogKey
 
@@ -360,7 +359,7 @@ def _show(received: Received, say: Narrator) -> None:
 def _receipt_checked(posted: Posted, log_key: LogKey) -> None:
     """The hub's receipt must be signed by the audit log's key, for this note."""
     try:
-        posted.receipt.verify(posted.receipt_signature, VerifyKey(log_key.verifier.public_key))
+        posted.receipt.verify(posted.receipt_signature, log_key.verifier.verify_key)
     except keys.KeysError:
         raise DemoFailed("the hub's receipt is not signed by the audit log's key") from None
 

@@ -17,7 +17,7 @@ Primitives (HPKE, Ed25519, AES-GCM, Argon2id) stay behind ``keys._suites``; call
 never choose nonces, ``info`` strings or encodings. Every error is a :class:`KeysError`.
 """
 
-from keys._suites import Suite
+from keys._suites import Suite, VerifyKey
 from keys.envelope import (
     Envelope,
     Header,
@@ -88,6 +88,7 @@ __all__ = [
     "SourceReliability",
     "Suite",
     "Tlp",
+    "VerifyKey",
     "WrongKey",
     "WrongPassphrase",
     "load_card",

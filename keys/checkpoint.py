@@ -144,6 +144,11 @@ class NoteVerifier:
     def __str__(self) -> str:
         return verifier_key_string(self.name, self.public_key)
 
+    @property
+    def verify_key(self) -> VerifyKey:
+        """The same key for the log's other signed statements: receipts and tombstones."""
+        return VerifyKey(self.public_key)
+
 
 def note_key_id(name: str, public_key_raw: bytes) -> bytes:
     """SHA-256(name || 0x0A || 0x01 || public key)[:4] (c2sp.org/signed-note)."""

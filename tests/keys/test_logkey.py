@@ -195,7 +195,8 @@ def test_checkpoint_of_bad_values_is_refused(size: int, root: bytes) -> None:
 
 def test_tombstones_and_receipts_verify_with_the_verifier_public_key() -> None:
     key = LogKey.generate(ORIGIN)
-    public = VerifyKey(NoteVerifier.parse(key.verifier_key).public_key)
+    public = NoteVerifier.parse(key.verifier_key).verify_key
+    assert public.raw == VerifyKey(key.verifier.public_key).raw
     key.sign_tombstone(Tombstone(0, "Löschfrist", 1)).verify(public)
     receipt = Receipt(
         ChannelId("clan-lage-ruhr"),
@@ -206,7 +207,7 @@ def test_tombstones_and_receipts_verify_with_the_verifier_public_key() -> None:
         1,
     )
     receipt.verify(key.sign_receipt(receipt), public)
-    other = VerifyKey(LogKey.generate(ORIGIN).verifier.public_key)
+    other = LogKey.generate(ORIGIN).verifier.verify_key
     refused(receipt.verify, key.sign_receipt(receipt), other, exc=InvalidSignature)
 
 
