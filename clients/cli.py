@@ -189,10 +189,13 @@ def root() -> None:
       watch     liaison officers: live notes, decrypted and checked; inbox counts
                 the unread ones, read-receipts shows who read a note
       hub       operators run the hub (serve); administrators manage it (admin)
+      audit     auditors: verify the audit log, export it, report, collect evidence
+      ui        liaison officers: the local web page of one agency
 
     \b
-    New here? The guided tour needs no setup:
-      siko keys demo
+    New here? The guided tours need no setup:
+      siko demo        a hub, three agencies, notes, receipts and an audit (10 s)
+      siko keys demo   the key tooling alone, offline
 
     Run 'siko COMMAND --help' for the details of each command.
     """
