@@ -49,6 +49,7 @@ from hub import events
 from hub.records import AgencyRecord, Kind, Status
 from keys import Identity, MessageId, merkle
 from keys.envelope import Envelope, Markings, Note, seal
+from keys.leaf import event_leaf
 from keys.logkey import LogKey
 from keys.markings import Classification, HandlingCode
 from keys.statements import ReadAck
@@ -133,7 +134,7 @@ class Builder:
         """Entries (fresh salts) and a checkpoint note over all of them."""
         entries = []
         for index, record in enumerate(records):
-            leaf, salt = events.event_leaf(record)
+            leaf, salt = event_leaf(record)
             entries.append(Entry(index, leaf, record, salt))
         root = merkle.root_from_leaf_hashes(merkle.leaf_hash(e.leaf) for e in entries)
         return entries, self.log.sign_checkpoint(len(entries), root)
