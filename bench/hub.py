@@ -281,8 +281,12 @@ def seal_many(sender: Keys, cards: Sequence[bytes], count: int) -> list[bytes]:
 
 
 def seal_pools(agencies: Sequence[Identity], cards: Sequence[Any], total: int) -> list[list[bytes]]:
-    """Envelopes per agency, ``total`` in all, sealed on every core."""
-    per = math.ceil(total / len(agencies))
+    """Envelopes per agency for ``total`` posts by 64 clients, sealed on every core.
+
+    Client ``c`` posts as agency ``c % len(agencies)``, so some agencies have one client
+    more than others; each gets enough for its busiest share.
+    """
+    per = math.ceil(total / CLIENTS) * math.ceil(CLIENTS / len(agencies))
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(2, mp_context=ctx) as pool:
         jobs = [pool.submit(seal_many, raw(a), cards, per) for a in agencies]
