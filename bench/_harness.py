@@ -7,6 +7,7 @@ machine that other people may be using at the same time.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -107,19 +108,23 @@ class CpuMeter:
         return " / ".join(f"{n} {self.cores(n):.2f}" for n in [*self.pids, "other"])
 
 
-def machine_lines() -> list[str]:
-    """What the figures depend on, as report lines."""
+@functools.cache
+def machine_lines() -> tuple[str, ...]:
+    """What the figures depend on, as report lines; as they were at the first call.
+
+    Call it when the run starts: later, the load average includes the run's own load.
+    """
     model = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
         if line.startswith("model name"):
             model = line.partition(":")[2].strip()
             break
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return [
+    return (
         f"- machine: {model}, {os.cpu_count()} cores; {platform.platform()}",
         f"- Python {platform.python_version()}; load average at start {load} "
         "(anything above 0 is other people's work: the machine may be shared)",
-    ]
+    )
 
 
 @dataclass(frozen=True)

@@ -357,6 +357,7 @@ async def run(limits: Limits) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; the report on stdout."""
+    machine_lines()  # the machine as the run starts
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10^3 and 10^4 leaves (< 60 s)")
     parser.add_argument("--budget", type=float, help="seconds for growing the log (10-600)")

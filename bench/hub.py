@@ -2,7 +2,7 @@
 
 Run from the repository root (docs/BENCHMARKS.md records a run)::
 
-    .venv/bin/python bench/hub.py            # full run, 2-4 minutes
+    .venv/bin/python bench/hub.py            # full run, bounded: 1-3 minutes
     .venv/bin/python bench/hub.py --quick    # small counts, a smoke run (< 60 s)
     .venv/bin/python bench/hub.py --tiny     # tiniest counts (tests/bench, ~10 s)
 
@@ -840,6 +840,7 @@ async def run(plan: Plan) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; the report on stdout."""
+    machine_lines()  # the machine as the run starts
     print(asyncio.run(run(parse_args(argv))))
     return 0
 
