@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from keys import _suites, codec, labels
 from keys.errors import (
@@ -110,9 +110,12 @@ class Markings:
     info: InfoAssessment | None = None
 
 
-@dataclass(frozen=True, order=True)
-class Recipient:
-    """One reading agency and the key id of the card the content key was wrapped to."""
+class Recipient(NamedTuple):
+    """One reading agency and the key id of the card the content key was wrapped to.
+
+    (A named tuple rather than a dataclass: an envelope's header holds up to
+    ``MAX_RECIPIENTS`` of them, and they are built on every parse.)
+    """
 
     agency: AgencyId
     key_id: KeyId
@@ -175,8 +178,9 @@ class Envelope:
         wrapped = codec.expect_list(outer["wk"], "wk", max_items=MAX_RECIPIENTS)
         if len(wrapped) != len(header.recipients):
             raise MalformedInput("wk: one wrapped key per recipient expected")
+        largest = _suites.Suite.MLKEM768_X25519.wrapped_size
         for item in wrapped:
-            codec.expect_bytes(item, "wk[]", max_size=_suites.Suite.MLKEM768_X25519.wrapped_size)
+            codec.expect_bytes(item, "wk[]", max_size=largest)
         codec.expect_bytes(outer["ct"], "ct", max_size=MAX_BODY_BYTES + _suites.AEAD_TAG)
         signature = codec.expect_bytes(outer["sig"], "sig", size=_suites.ED25519_SIG)
         return cls(header, outer["h"], tuple(wrapped), outer["ct"], signature)
