@@ -1,19 +1,27 @@
 """Live fan-out: one Redis reader per channel and hub process, many local subscribers.
 
 Theory of operation. A :class:`ChannelFeed` blocks on ``XREAD`` from the newest id it
-has seen and hands every new note to each registered subscriber's queue. A subscriber
-joins in three steps that leave no gap and no duplicate:
+has seen. For every batch it reads it does the per-note and per-reader work once, for
+all of its subscribers: it encodes each note's WebSocket frame once (every subscriber
+is sent the same bytes), and it re-checks every subscriber's right to read with one
+Redis round trip (the channel record and the directory entries of the subscribed
+agencies), then queues the batch for each subscriber that may still read, and the
+refusal for each that may not. A subscriber joins in three steps that leave no gap and
+no duplicate:
 
-1. it registers its queue with the feed, and waits until the feed knows its starting
-   id (the newest note at that moment), so every later note will be queued for it;
+1. it registers with the feed, and waits until the feed knows its starting id (the
+   newest note at that moment), so every later note will be queued for it;
 2. it replays from its own cursor with ``XRANGE`` until the stream is exhausted, which
-   covers everything up to the feed's starting id and possibly beyond;
+   covers everything up to the feed's starting id and possibly beyond (also every note
+   the feed read but had not yet handed out when the subscriber registered);
 3. it drains its queue, skipping notes whose id is not after the last one it delivered.
 
 If Redis goes away the feed keeps its position and retries with a capped backoff; when
 Redis returns (with its append-only file) it continues after the last id it handed out.
-A subscriber whose queue overflows is told to reconnect and resume from its cursor,
-so a slow reader never makes the hub hold unbounded memory and never loses a note.
+A batch is handed out only after its access check succeeded, so while Redis is away
+notes are held back rather than sent unchecked. A subscriber whose queue overflows is
+told to reconnect and resume from its cursor, so a slow reader never makes the hub hold
+unbounded memory and never loses a note.
 """
 
 from __future__ import annotations
@@ -21,10 +29,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
+from dataclasses import dataclass
 from typing import Final
 
-from hub.errors import Unavailable
+import msgpack
+
+from hub import policy
+from hub.directory import DamagedRecord
+from hub.errors import HubError, NotFound, Unauthenticated, Unavailable
+from hub.records import AgencyRecord, ChannelRecord, Role
 from hub.store import Store, StoredNote
+from keys import KeysError
 
 log = logging.getLogger(__name__)
 
@@ -38,38 +54,88 @@ class Overflow(Exception):
     """A subscriber fell too far behind; it must reconnect and resume from its cursor."""
 
 
+def stream_key(stream_id: str) -> tuple[int, int]:
+    """A stream id as a tuple that sorts as Redis orders the ids."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq)
+
+
+def note_frame(channel: str, note: StoredNote) -> bytes:
+    """The ``note`` frame of the subscription protocol (:mod:`hub.live`), encoded."""
+    frame = {"t": "note", "ch": channel, "id": note.stream_id, "env": note.envelope}
+    data: bytes = msgpack.packb(frame, use_bin_type=True)
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class LiveNote:
+    """A note as the feed hands it out: its id, sortable, and its frame, encoded once."""
+
+    stream_id: str
+    key: tuple[int, int]
+    frame: bytes
+
+
 class Subscriber:
-    """One subscription's queue of live notes."""
+    """One subscription's queue of live notes, and who it reads as.
 
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[StoredNote] = asyncio.Queue(QUEUE_LIMIT)
+    ``agency`` and ``key_id`` are the agency and the key the socket was opened with; the
+    feed checks them against fresh records before it queues each batch.
+    """
+
+    def __init__(self, agency: str, key_id: str) -> None:
+        self.agency = agency
+        self.key_id = key_id
+        self._batches: deque[tuple[LiveNote, ...]] = deque()
+        self._held = 0
+        self._ready = asyncio.Event()
         self.overflowed = False
+        self.refusal: HubError | None = None
 
-    def offer(self, note: StoredNote) -> None:
-        """Queue a live note, or mark the subscriber as overflowed."""
-        try:
-            self.queue.put_nowait(note)
-        except asyncio.QueueFull:
+    def offer(self, notes: tuple[LiveNote, ...]) -> None:
+        """Queue a batch of live notes, or mark the subscriber as overflowed."""
+        if self.overflowed or self.refusal is not None:
+            return
+        if self._held + len(notes) > QUEUE_LIMIT:
             self.overflowed = True
+            self._drop()
+        else:
+            self._batches.append(notes)
+            self._held += len(notes)
+        self._ready.set()
 
-    async def next(self) -> StoredNote:
-        """The next live note; :class:`Overflow` when notes were dropped for it."""
-        if self.overflowed:
-            raise Overflow
-        return await self.queue.get()
+    def refuse(self, error: HubError) -> None:
+        """End the subscription with ``error``; notes queued but not yet taken are dropped.
 
-    async def next_batch(self, limit: int = BATCH) -> list[StoredNote]:
-        """The next live note and up to ``limit - 1`` more already queued.
-
-        Delivering a batch at a time lets the caller re-check the reader's access once
-        per batch rather than once per note.
+        They were checked when the feed read them, but the agency may no longer read
+        now, and nothing more is sent after a refusal is known.
         """
-        batch = [await self.next()]
-        while len(batch) < limit and not self.queue.empty():
-            batch.append(self.queue.get_nowait())
-        if self.overflowed:
-            raise Overflow
-        return batch
+        if self.refusal is None:
+            self.refusal = error
+            self._drop()
+            self._ready.set()
+
+    def _drop(self) -> None:
+        self._batches.clear()
+        self._held = 0
+
+    async def next_batch(self) -> list[LiveNote]:
+        """Every live note queued so far, oldest first, waiting for at least one.
+
+        Raises :class:`Overflow` when notes were dropped for this subscriber, and the
+        refusal when the feed found that it may no longer read.
+        """
+        while True:
+            if self.refusal is not None:
+                raise self.refusal
+            if self.overflowed:
+                raise Overflow
+            if self._batches:
+                batch = [note for notes in self._batches for note in notes]
+                self._drop()
+                return batch
+            self._ready.clear()
+            await self._ready.wait()
 
 
 class ChannelFeed:
@@ -122,13 +188,73 @@ class ChannelFeed:
                 delay = min(delay * 2, RETRY_CAP_S)
 
     async def _pump(self) -> None:
+        """Read one batch, check every subscriber once, hand the batch out.
+
+        ``_last_id`` moves only after the batch was handed out: if the check cannot
+        reach Redis, the next round reads the same notes again.
+        """
         notes = await self._store.wait_after(
             self.channel, self._last_id, count=BATCH, block_ms=BLOCK_MS
         )
-        for note in notes:
-            for subscriber in tuple(self.subscribers):
-                subscriber.offer(note)
-            self._last_id = note.stream_id
+        if not notes:
+            return
+        # who is registered now; a subscriber that registers later replays these notes
+        subscribers = tuple(self.subscribers)
+        if subscribers:
+            verdicts = await self._check({s.agency for s in subscribers})
+            batch = tuple(
+                LiveNote(n.stream_id, stream_key(n.stream_id), note_frame(self.channel, n))
+                for n in notes
+            )
+            for subscriber in subscribers:
+                verdict = verdicts[subscriber.agency]
+                if isinstance(verdict, HubError):
+                    subscriber.refuse(verdict)
+                elif verdict != subscriber.key_id:
+                    subscriber.refuse(
+                        Unauthenticated(
+                            "the key this subscription was opened with has been replaced; "
+                            "subscribe again with the current key"
+                        )
+                    )
+                else:
+                    subscriber.offer(batch)
+        self._last_id = notes[-1].stream_id
+
+    async def _check(self, agencies: set[str]) -> dict[str, HubError | str]:
+        """For each agency, why it may not read now, or else its current key id.
+
+        Fresh records, in one round trip for all subscribers: the channel record and the
+        directory entries of the subscribed agencies.
+        """
+        names = sorted(agencies)
+        rec, entries = await self._store.access_records(self.channel, names)
+        if rec is None:
+            return dict.fromkeys(names, NotFound(f"no channel {self.channel}"))
+        try:
+            channel = ChannelRecord.parse(rec)
+        except KeysError:
+            damaged = DamagedRecord(f"the record of channel {self.channel} does not parse")
+            return dict.fromkeys(names, damaged)
+        verdicts: dict[str, HubError | str] = {}
+        for agency, entry in zip(names, entries, strict=True):
+            try:
+                record = _agency(agency, entry)
+                policy.require_role(channel, record, Role.READ)
+            except HubError as refusal:
+                verdicts[agency] = refusal
+            else:
+                verdicts[agency] = str(record.current_key)
+        return verdicts
+
+
+def _agency(agency: str, entry: bytes | None) -> AgencyRecord:
+    if entry is None:
+        raise NotFound(f"no agency {agency} is registered")
+    try:
+        return AgencyRecord.parse(entry)
+    except KeysError:
+        raise DamagedRecord(f"the directory entry of {agency} does not parse") from None
 
 
 class Feeds:

@@ -24,11 +24,17 @@ no duplicate (see :mod:`hub.feeds`); after any disconnect the client resumes fro
 last id it received.
 
 Access is checked at the upgrade and again before every batch of notes the socket
-sends (one replay page, or the live notes queued at that moment) and before every ack:
-an agency that was suspended, lost the read role or replaced the key it subscribed
-with gets an ``error`` frame naming why and the socket closes, so a long subscription
-never outlives the right to read. The re-check costs two Redis reads per batch; while
-Redis is away it waits (the socket stays open), as the feed itself does.
+sends and before every ack: an agency that was suspended, lost the read role or
+replaced the key it subscribed with gets an ``error`` frame naming why and the socket
+closes, so a long subscription never outlives the right to read. A replay page is
+re-checked by the socket (two Redis reads); live notes are re-checked by the channel's
+feed (:mod:`hub.feeds`) for all its subscribers at once, one Redis round trip per batch
+it reads, however many sockets it serves. While Redis is away both wait (the socket
+stays open) and send nothing unchecked.
+
+Live note frames are encoded once per note by the feed, and the same bytes go to every
+socket. Sockets are not compressed: envelopes are ciphertext, which does not compress,
+and deflating each 13 KB frame once per socket would cost more than sending it.
 
 A refused ack frame, and a subscription ended by the re-check, are logged in the audit
 log as refused requests of ``GET /v1/subscribe``, as an HTTP refusal would be.
@@ -48,13 +54,12 @@ from hub import policy
 from hub.api_notes import parse_stream_id
 from hub.auth import CALLER, Caller
 from hub.errors import BadRequest, HubError, Unauthenticated, Unavailable
-from hub.feeds import RETRY_CAP_S, Feeds, Overflow, Subscriber
+from hub.feeds import RETRY_CAP_S, Feeds, Overflow, Subscriber, note_frame, stream_key
 from hub.metrics import METRICS
 from hub.problems import REFUSAL_RECORDER
 from hub.reads import acknowledge
 from hub.records import Role
 from hub.state import DIRECTORY, STORE
-from hub.store import StoredNote
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +146,7 @@ async def subscribe(request: web.Request) -> web.WebSocketResponse:
     caller = request[CALLER]
     cursors = _cursors(request)
     await _check_readable(request, caller, sorted(cursors))
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024, compress=False)
     await ws.prepare(request)
     request.app[SOCKETS].all.add(ws)
     gauge = request.app[METRICS].subscribers
@@ -178,21 +183,23 @@ async def _deliver(
     after: str,
 ) -> None:
     feeds = request.app[FEEDS]
-    subscriber = Subscriber()
+    subscriber = Subscriber(caller.agency, str(caller.card.key_id))
     try:
         # inside the try: join registers first and then waits for the feed to start,
         # and a socket that ends meanwhile must not leave its subscriber behind
         await feeds.join(channel, subscriber)
-        last = await _replay(request, ws, lock, caller, channel, after)
+        last = stream_key(await _replay(request, ws, lock, caller, channel, after))
         await _send(ws, lock, {"t": "live", "ch": channel})
         while True:
-            notes = [n for n in await subscriber.next_batch() if _after(n.stream_id, last)]
+            # the feed re-checked the caller's access before it queued these notes, and
+            # encoded each frame once for all its subscribers
+            notes = [n for n in await subscriber.next_batch() if n.key > last]
             if not notes:
                 continue
-            await _recheck(request, caller, channel)
-            for note in notes:
-                await _send(ws, lock, _note_frame(channel, note))
-                last = note.stream_id
+            async with lock:
+                for note in notes:
+                    await ws.send_bytes(note.frame)
+            last = notes[-1].key
     except Overflow:
         await _close(ws, lock, "you fell behind; reconnect and resume from your cursor")
     except HubError as error:
@@ -216,23 +223,13 @@ async def _replay(
         notes = await store.read_after(channel, after, REPLAY_PAGE)
         if notes:
             await _recheck(request, caller, channel)
-        for note in notes:
-            await _send(ws, lock, _note_frame(channel, note))
-            after = note.stream_id
+        async with lock:
+            for note in notes:
+                await ws.send_bytes(note_frame(channel, note))
+        if notes:
+            after = notes[-1].stream_id
         if len(notes) < REPLAY_PAGE:
             return after
-
-
-def _note_frame(channel: str, note: StoredNote) -> dict[str, Any]:
-    return {"t": "note", "ch": channel, "id": note.stream_id, "env": note.envelope}
-
-
-def _after(candidate: str, last: str) -> bool:
-    def key(text: str) -> tuple[int, int]:
-        ms, _, seq = text.partition("-")
-        return int(ms), int(seq)
-
-    return key(candidate) > key(last)
 
 
 async def _receive_acks(

@@ -10,9 +10,9 @@ be atomic is one Lua script.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -28,6 +28,10 @@ from hub.records import AgencyRecord, ChannelRecord
 
 RETRY_AFTER_S: Final = 1
 NEWEST: Final = "$"
+#: Parsed directory entries and channel records kept by their bytes (see _remembered).
+PARSE_CACHE_SIZE: Final = 4096
+
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class Store:
         self._advance = client.register_script(keyspace.ADVANCE_READ)
         self._put_agency = client.register_script(keyspace.PUT_AGENCY)
         self._sequence = client.register_script(keyspace.SEQUENCE)
+        self._agency_parses: dict[bytes, AgencyRecord] = {}
+        self._channel_parses: dict[bytes, ChannelRecord] = {}
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -112,7 +118,22 @@ class Store:
     async def get_agency(self, agency: str) -> AgencyRecord | None:
         """The directory entry of ``agency``, if registered."""
         data = await _call(self._redis.hget(keyspace.agencies(), agency))
-        return None if data is None else AgencyRecord.parse(data)
+        return None if data is None else self._parse_agency(data)
+
+    async def get_agencies(self, agencies: Sequence[str]) -> list[AgencyRecord | None]:
+        """Several directory entries, read fresh in one round trip (``HMGET``)."""
+        if not agencies:
+            return []
+        found = await _call(self._redis.hmget(keyspace.agencies(), list(agencies)))
+        return [None if data is None else self._parse_agency(data) for data in found]
+
+    def _parse_agency(self, data: bytes) -> AgencyRecord:
+        """Parse an entry's bytes, remembering the result for the same bytes.
+
+        The bytes are always read fresh; only parsing them again is saved (a post reads
+        every reader's entry). Equal bytes parse to an equal, frozen record.
+        """
+        return _remembered(self._agency_parses, data, AgencyRecord.parse)
 
     async def list_agencies(self) -> list[AgencyRecord]:
         """Every directory entry, sorted by id."""
@@ -169,9 +190,32 @@ class Store:
     async def get_channel(self, channel: str) -> tuple[ChannelRecord, int]:
         """The channel record and its roster version; :class:`NotFound` if absent."""
         rec, ver = await _call(self._redis.hmget(keyspace.channel_record(channel), ["rec", "ver"]))
+        return self._channel(channel, rec, ver)
+
+    async def post_context(
+        self, channel: str, message_id_hex: str, digest_hex: str
+    ) -> AppendResult | tuple[ChannelRecord, int]:
+        """What a post needs from its channel's slot, in one round trip.
+
+        The first result when the message id is stored already (a retry, as
+        :meth:`stored_append`), else the channel record and its roster version
+        (:class:`NotFound` if there is no such channel). Both keys share the channel's
+        hash tag, so the pipeline stays within one slot.
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(keyspace.channel_message(channel, message_id_hex))
+            pipe.hmget(keyspace.channel_record(channel), ["rec", "ver"])
+            seen, (rec, ver) = await _call(pipe.execute())
+        if seen is not None:
+            return _append_result("dup", [seen], channel, digest_hex)
+        return self._channel(channel, rec, ver)
+
+    def _channel(
+        self, channel: str, rec: bytes | None, ver: bytes | None
+    ) -> tuple[ChannelRecord, int]:
         if rec is None or ver is None:
             raise NotFound(f"no channel {channel}")
-        return ChannelRecord.parse(rec), int(ver)
+        return _remembered(self._channel_parses, rec, ChannelRecord.parse), int(ver)
 
     async def list_channels(self) -> list[str]:
         """Every channel id, sorted."""
@@ -333,6 +377,37 @@ class Store:
             self._redis.set(keyspace.nonce(key_id_hex, value), b"1", nx=True, ex=ttl_s)
         )
         return bool(stored)
+
+    # -- live access checks ---------------------------------------------------------
+
+    async def access_records(
+        self, channel: str, agencies: list[str]
+    ) -> tuple[bytes | None, list[bytes | None]]:
+        """The channel record and the directory entries of ``agencies``, unparsed.
+
+        One round trip (a pipeline of two ``HMGET``), so a live feed can re-check all
+        its subscribers before each batch at the cost of one read, not two per socket.
+        """
+        async with _translated():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(keyspace.channel_record(channel), ["rec"])
+                pipe.hmget(keyspace.agencies(), agencies)
+                (rec,), entries = await pipe.execute()
+        return rec, list(entries)
+
+
+def _remembered(parses: dict[bytes, _R], data: bytes, parse: Callable[[bytes], _R]) -> _R:
+    """``parse(data)``, from ``parses`` when these exact bytes were parsed before.
+
+    Records are frozen values of their bytes, so a parse never goes stale; the dict is
+    emptied when it grows past :data:`PARSE_CACHE_SIZE` (old records are rare by then).
+    """
+    record = parses.get(data)
+    if record is None:
+        if len(parses) >= PARSE_CACHE_SIZE:
+            parses.clear()
+        record = parses[data] = parse(data)
+    return record
 
 
 def _append_result(outcome: str, rest: list[Any], channel: str, digest_hex: str) -> AppendResult:
