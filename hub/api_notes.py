@@ -91,14 +91,18 @@ class _NoteEvent:
 
 
 async def _check_and_append(
-    request: web.Request, caller: Caller, envelope: Envelope, body: bytes, event: _NoteEvent
+    request: web.Request,
+    caller: Caller,
+    envelope: Envelope,
+    body: bytes,
+    event: _NoteEvent,
+    channel: tuple[ChannelRecord, int],
 ) -> AppendResult:
-    store, directory = request.app[STORE], request.app[DIRECTORY]
-    record, version = await store.get_channel(request.match_info["channel"])
-    readers = [await directory.agency(a) for a in sorted(record.readers())]
+    record, version = channel
+    readers = await request.app[DIRECTORY].agencies(sorted(record.readers()))
     reader_keys = {r.agency: r.current_key for r in readers}
     policy.check_post(record, caller.record, envelope.header, reader_keys)
-    return await store.append_note(
+    return await request.app[STORE].append_note(
         record,
         version,
         message_id=bytes(envelope.header.message_id),
@@ -117,18 +121,22 @@ async def _append_once(
 
     A retry is recognised before the roster checks: the roster may have changed since
     the note was stored, and the retry must still learn that it was (not be refused).
-    Only the sender gets here (its signature on the envelope was checked).
+    Only the sender gets here (its signature on the envelope was checked). The retry
+    look-up and the channel record come in one round trip; every reader's entry in one
+    more (entries are read fresh, so a suspension or removal counts at once).
     """
+    store = request.app[STORE]
     channel = request.match_info["channel"]
     message_id_hex = bytes(envelope.header.message_id).hex()
-    seen = await request.app[STORE].stored_append(channel, message_id_hex, note.digest_hex)
-    if seen is not None:
-        return seen
+    context = await store.post_context(channel, message_id_hex, note.digest_hex)
+    if isinstance(context, AppendResult):
+        return context
     try:
-        return await _check_and_append(request, caller, envelope, body, note)
+        return await _check_and_append(request, caller, envelope, body, note, context)
     except RosterChanged:
         # The roster moved between check and append: check again against the new one.
-        return await _check_and_append(request, caller, envelope, body, note)
+        fresh = await store.get_channel(channel)
+        return await _check_and_append(request, caller, envelope, body, note, fresh)
 
 
 async def _receipt(

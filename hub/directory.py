@@ -37,6 +37,14 @@ class Directory:
             raise NotFound(f"no agency {agency} is registered")
         return record
 
+    async def agencies(self, agencies: list[str]) -> list[AgencyRecord]:
+        """The directory entries of ``agencies``, read fresh in one round trip."""
+        records = await self._store.get_agencies(agencies)
+        for name, record in zip(agencies, records, strict=True):
+            if record is None:
+                raise NotFound(f"no agency {name} is registered")
+        return [r for r in records if r is not None]
+
     async def card(self, key_id: KeyId | str) -> AgencyCard | None:
         """The card with this key id, current or historical, if registered."""
         name = str(key_id)
