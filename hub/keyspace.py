@@ -50,6 +50,11 @@ def directory_events() -> str:
     return f"{PREFIX}:{{dir}}:events"
 
 
+def card_events() -> str:
+    """Hash: key id (32 hex) -> id of the directory event that registered that card."""
+    return f"{PREFIX}:{{dir}}:card-events"
+
+
 # -- one channel ({ch:<id>}) ------------------------------------------------------
 
 
@@ -213,7 +218,8 @@ end
 return {'ok', current, ''}
 """
 
-#: KEYS[1] agencies hash, KEYS[2] cards hash, KEYS[3] directory event outbox
+#: KEYS[1] agencies hash, KEYS[2] cards hash, KEYS[3] directory event outbox,
+#: KEYS[4] card events hash (a new card's key id -> this event's id)
 #: ARGV[1] agency id, ARGV[2] record bytes, ARGV[3] key id hex, ARGV[4] card bytes,
 #: ARGV[5] "new" to register (fails if present) or the expected current record bytes,
 #: ARGV[6] audit leaf, ARGV[7] audit record, ARGV[8] record salt
@@ -226,8 +232,10 @@ elseif current ~= ARGV[5] then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
-return redis.call('XADD', KEYS[3], '*', 'leaf', ARGV[6], 'rec', ARGV[7], 'salt', ARGV[8])
+local added = redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[4])
+local event = redis.call('XADD', KEYS[3], '*', 'leaf', ARGV[6], 'rec', ARGV[7], 'salt', ARGV[8])
+if added == 1 then redis.call('HSET', KEYS[4], ARGV[3], event) end
+return event
 """
 
 #: KEYS[1] log size, KEYS[2] leaves, KEYS[3] nodes, KEYS[4] records, KEYS[5] salts,

@@ -152,6 +152,11 @@ class Store:
         found: list[bytes | None] = await _call(self._redis.hmget(keyspace.cards(), key_ids_hex))
         return found
 
+    async def card_event(self, key_id_hex: str) -> str | None:
+        """The id of the directory event that registered the card ``key_id_hex``, if any."""
+        value = await _call(self._redis.hget(keyspace.card_events(), key_id_hex))
+        return None if value is None else str(value.decode())
+
     async def register_agency(self, record: AgencyRecord, card: bytes, event: AuditEvent) -> str:
         """Add a new directory entry with its first card; :class:`Conflict` if it exists."""
         event_id = await self._put_agency_record(record, card, b"new", event)
@@ -171,7 +176,12 @@ class Store:
     async def _put_agency_record(
         self, record: AgencyRecord, card: bytes, expect: bytes, event: AuditEvent
     ) -> str | None:
-        keys = [keyspace.agencies(), keyspace.cards(), keyspace.directory_events()]
+        keys = [
+            keyspace.agencies(),
+            keyspace.cards(),
+            keyspace.directory_events(),
+            keyspace.card_events(),
+        ]
         args: list[bytes | str] = [
             str(record.agency),
             record.serialize(),
