@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from clients import audit_verify
 from clients.audit_verify import (
     Entry,
     LogVerifier,
@@ -11,10 +12,15 @@ from clients.audit_verify import (
     decode_record,
     frontier_from_inclusion_proof,
 )
-from keys import merkle
+from hub import events
+from hub.records import AgencyRecord, Kind, Status
+from keys import Identity, merkle
 from keys.checkpoint import Checkpoint
+from keys.envelope import Envelope, Markings, Note, seal
 from keys.leaf import EventKind, EventRecord, Tombstone, event_leaf
 from keys.logkey import LogKey
+from keys.markings import Classification, HandlingCode
+from keys.statements import ReadAck
 
 LOG = LogKey.generate("test.example/log")
 
@@ -95,3 +101,94 @@ def test_records_of_an_unknown_kind_or_version_do_not_decode() -> None:
         decode_record(b"\x83\xa1v\x01\xa4kind\xa1x\xa2at\x01")
     with pytest.raises(ValueError):
         decode_record(b"\xc1")
+
+
+# -- signatures, in worker processes -------------------------------------------------
+
+AT = 1_764_100_000_000
+
+
+def signed_log(size: int, bad: dict[int, str]) -> list[bytes]:
+    """Records: two registrations, then notes and acknowledgements in turn; ``bad`` maps
+    an index to what is wrong there: "ack" or "note" (a signature), "header"."""
+    police, city = Identity.generate("polizei-nrw"), Identity.generate("stadt-essen")
+    records = [
+        events.agency_registered(
+            AgencyRecord(i.agency, Kind.AGENCY, Status.ACTIVE, (i.key_id,), AT), i.card, "admin", AT
+        ).record
+        for i in (police, city)
+    ]
+    envelope = Envelope.parse(
+        seal(
+            Note("Lage"),
+            sender=police,
+            channel="lagebild",
+            recipients=[city.card],
+            markings=Markings(Classification.VS_NFD, HandlingCode.H1),
+        )
+    )
+    note = events.note_accepted(envelope, envelope.digest(), AT).record
+    ack, signature = ReadAck.make(city, "lagebild", f"{AT}-0", AT)
+    acked = events.note_acknowledged(ack, signature, AT).record
+    _, _, fields = decode_record(note)
+    forged = {
+        "note": EventRecord(EventKind.NOTE_ACCEPTED, AT, {**fields, "signature": bytes(64)}),
+        "header": EventRecord(EventKind.NOTE_ACCEPTED, AT, {**fields, "channel": "other"}),
+    }
+    _, _, fields = decode_record(acked)
+    forged["ack"] = EventRecord(
+        EventKind.NOTE_ACKNOWLEDGED, AT, {**fields, "signature": signature[:-1] + b"\0"}
+    )
+    for index in range(len(records), size):
+        wrong = bad.get(index)
+        records.append(forged[wrong].serialize() if wrong else (note if index % 2 else acked))
+    return records
+
+
+def replay_report(
+    records: list[bytes], workers: int | None = None
+) -> tuple[list[tuple[int | None, Problem, str]], LogVerifier]:
+    """Replay ``records`` in pages of 1,000 against a signed checkpoint of them all."""
+    entries = []
+    for index, record in enumerate(records):
+        leaf, salt = event_leaf(record)
+        entries.append(Entry(index, leaf, record, salt))
+    root = merkle.root_from_leaf_hashes(merkle.leaf_hash(e.leaf) for e in entries)
+    check = LogVerifier(LOG.verifier, workers=workers)
+    checkpoint = check.open_checkpoint(LOG.sign_checkpoint(len(entries), root), "latest")
+    assert checkpoint is not None
+    check.expect(checkpoint, "latest")
+    for low in range(0, len(entries), 1000):
+        check.feed(entries[low : low + 1000])
+    report = check.finish(len(entries))
+    assert report.tally.signatures == len(records) - 2  # all but the registrations
+    return [(a.index, a.problem, a.detail) for a in report.anomalies], check
+
+
+def test_bad_signatures_deep_in_pages_checked_in_parallel_are_named_at_their_leaf() -> None:
+    """The checks of pages after the first POOL_FROM signatures go to worker processes;
+    each failure comes back at its exact leaf, as the same replay in process finds it."""
+    size = audit_verify.POOL_FROM + 3000
+    bad = {size - 1234: "ack", size - 1233: "note", size - 1000: "header", size - 1: "ack"}
+    records = signed_log(size, bad)
+    found, check = replay_report(records)
+    assert check.in_workers >= 2000  # the last pages were checked in the workers
+    what = {
+        "ack": (Problem.BAD_ACK, "the reader's signature over its acknowledgement"),
+        "note": (Problem.BAD_ENVELOPE_SIGNATURE, "the sender's signature over the envelope"),
+        "header": (Problem.HEADER_MISMATCH, "the signed header disagrees with the record on"),
+    }
+    assert [(i, p) for i, p, _ in found] == [(i, what[kind][0]) for i, kind in sorted(bad.items())]
+    for (_, _, detail), kind in zip(found, [bad[i] for i in sorted(bad)], strict=True):
+        assert detail.startswith(what[kind][1])
+    assert found[2][2].endswith("on channel")
+    in_process, alone = replay_report(records, workers=0)
+    assert alone.in_workers == 0
+    assert in_process == found
+
+
+def test_a_small_log_is_checked_in_process() -> None:
+    """Below POOL_FROM signatures no worker is started: it would cost more than it saves."""
+    found, check = replay_report(signed_log(1500, {1400: "note"}))
+    assert check.in_workers == 0
+    assert [(i, p) for i, p, _ in found] == [(1400, Problem.BAD_ENVELOPE_SIGNATURE)]
