@@ -58,19 +58,24 @@ async def verify_log(
     """Verify leaves ``start .. end-1`` (default: the whole signed log) from ``source``."""
     began = time.perf_counter()
     check = LogVerifier(verifier, start=start)
-    latest_note = await source.latest_checkpoint()
-    latest = check.open_checkpoint(latest_note, "latest")
-    if latest is None:
-        return Outcome(check.finish(start), None, None, time.perf_counter() - began, 0.0)
-    end = _bounded_end(check, latest, start, end)
-    await _checkpoints(source, check, latest, remembered)
-    if start:
-        await _anchor(source, check, latest)
-    spent = await _replay(source, check, end, progress)
-    await _beyond(source, check, latest)
-    for checkpoint in list(check.mismatched):
-        await _locate(source, check, checkpoint)
-    report = check.finish(end)
+    try:
+        latest_note = await source.latest_checkpoint()
+        latest = check.open_checkpoint(latest_note, "latest")
+        if latest is None:
+            return Outcome(check.finish(start), None, None, time.perf_counter() - began, 0.0)
+        end = _bounded_end(check, latest, start, end)
+        await _checkpoints(source, check, latest, remembered)
+        if start:
+            await _anchor(source, check, latest)
+        spent = await _replay(source, check, end, progress)
+        await _beyond(source, check, latest)
+        for checkpoint in list(check.mismatched):
+            await _locate(source, check, checkpoint)
+        finishing = time.perf_counter()
+        report = await asyncio.to_thread(check.finish, end)  # waits for the last signatures
+        spent += time.perf_counter() - finishing
+    finally:
+        check.close()  # a source that failed midway leaves no worker process behind
     return Outcome(report, latest, latest_note, time.perf_counter() - began, spent)
 
 
