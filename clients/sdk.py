@@ -19,11 +19,15 @@ out, and the hub's operator is not trusted to read notes):
   rotation appends, it never rewrites), and the change is reported in
   :attr:`Posted.key_changes` so people can compare the new fingerprint by phone.
 
-What it does **not** check: that a reader's key is a leaf of the audit log. The hub
-serves agencies the leaves only as salted commitments (records and salts go to
-auditors and administrators), so an agency cannot find the key's leaf. A key swapped
-by a malicious operator *at registration*, or a fake rotation it appends, is found by
-the auditor's replay of the log (which sees the records) and by comparing
+* that every reader card is the one the audit log registered for that agency and key
+  id, proved into a checkpoint signed by the log key (:mod:`clients.keylog`), once per
+  card (remembered in the state file, else for this client's life); and that every
+  checkpoint seen extends the last one (no fork). The log key is the one given
+  (``log_key``), else the one the hub states the first time, pinned from then on.
+
+What it does not check: that the logged card really belongs to the agency it names.
+An operator who registered its own card for an agency *at registration*, or logged a
+fake rotation, is found by the auditor's replay of the log and by comparing
 fingerprints out of band, not here. See docs/CLIENTS.md.
 
 Everything read is verified before it is shown: a note that fails verification or
@@ -39,6 +43,7 @@ from typing import Any, Final, Self
 
 import msgpack
 
+from clients import keylog
 from clients.errors import (
     ClientError,
     NotFound,
@@ -46,7 +51,8 @@ from clients.errors import (
     RecipientsMismatch,
     RosterChanged,
 )
-from clients.state import StateFile
+from clients.keylog import CardRefused
+from clients.state import State, StateFile
 from clients.subscription import Delivery, Subscription
 from clients.transport import Transport
 from keys import (
@@ -66,6 +72,7 @@ from keys import (
     peek_header_unverified,
     seal,
 )
+from keys.checkpoint import Checkpoint, NoteVerifier, open_signed_checkpoint
 from keys.statements import ReadAck, Receipt
 
 MSGPACK: Final = "application/msgpack"
@@ -81,13 +88,6 @@ class NoteRefused(ClientError):
     def __init__(self, channel: str, stream_id: str, reason: str) -> None:
         super().__init__(f"note {stream_id} in {channel} refused: {reason}")
         self.channel, self.stream_id, self.reason = channel, stream_id, reason
-
-
-class CardRefused(ClientError):
-    """A reader's card from the hub fails a check; nothing was sealed for it."""
-
-    slug, title = "card-refused", "A card from the hub fails its checks"
-    hint = "Nothing was posted. Compare fingerprints by phone and tell the hub's operator."
 
 
 def envelope_digest(envelope: bytes) -> bytes:
@@ -203,11 +203,19 @@ class HubClient:
         *,
         transport: Transport | None = None,
         state: StateFile | None = None,
+        log_key: NoteVerifier | str | None = None,
     ):
+        """``log_key``: the audit log's verifier key, from its operator out of band.
+
+        Without it, the key the hub states the first time is trusted and pinned (in the
+        state file if there is one): a later change of key is then refused.
+        """
         self.identity = identity
         self.transport = transport or Transport(base_url, identity)
         self.state = state
+        self.log_key = NoteVerifier.parse(log_key) if isinstance(log_key, str) else log_key
         self._cards: dict[str, AgencyCard] = {}  # by key id: a key id names one card forever
+        self._memory = State()  # the log pins, when there is no state file
 
     async def __aenter__(self) -> Self:
         await self.transport.__aenter__()
@@ -314,6 +322,7 @@ class HubClient:
         for attempt in (1, 2):
             roster = await self.roster(channel)
             changes = await self._check_pins(roster)
+            await self._check_logged(roster.reader_cards())
             envelope = seal(
                 note,
                 sender=self.identity,
@@ -354,6 +363,86 @@ class HubClient:
                 )
             changes.append(KeyChange(card.agency, old, new))
         return tuple(changes)
+
+    async def _check_logged(self, cards: list[AgencyCard]) -> None:
+        """Every card not yet confirmed is proved to be the one the audit log registered.
+
+        Raises:
+            CardRefused: a card is not in the log as served, the checkpoint is not signed
+                by the trusted log key, or the log does not extend the one seen before.
+        """
+        pins = self.state.load() if self.state is not None else self._memory
+        todo = [card for card in cards if str(card.key_id) not in pins.logged]
+        if not todo:
+            return
+        verifier = await self._log_verifier(pins)
+        newest = self._pinned_checkpoint(pins, verifier)
+        for card in todo:
+            try:
+                entry = await keylog.fetch_card_entry(self.transport, str(card.key_id))
+            except NotFound as exc:
+                raise CardRefused(
+                    f"the audit log shows no registration of {card.agency}'s key "
+                    f"{card.key_id}: {exc.detail}"
+                ) from None
+            checkpoint = keylog.verify_card_logged(card, entry, verifier)
+            newest = await self._extended(newest, (checkpoint, entry.checkpoint))
+        confirmed = {str(card.key_id): str(card.agency) for card in todo}
+        if newest is not None:  # always: todo is not empty
+            self._save_pins(confirmed, str(verifier), newest[1].decode())
+
+    async def _log_verifier(self, pins: State) -> NoteVerifier:
+        """The log key given, else the one pinned, else the hub's (trusted on first use)."""
+        if self.log_key is not None:
+            if pins.log_key and pins.log_key != str(self.log_key):
+                raise CardRefused(
+                    "the log key given differs from the one pinned earlier "
+                    f"({pins.log_key}); if its operator changed it, confirm that out of band "
+                    "and remove log_key, log_checkpoint and logged from the state file"
+                )
+            return self.log_key
+        if pins.log_key:
+            return NoteVerifier.parse(pins.log_key)
+        return await keylog.fetch_log_verifier(self.transport)
+
+    def _pinned_checkpoint(
+        self, pins: State, verifier: NoteVerifier
+    ) -> tuple[Checkpoint, bytes] | None:
+        if not pins.log_checkpoint:
+            return None
+        note = pins.log_checkpoint.encode()
+        try:
+            return open_signed_checkpoint(note, verifier), note
+        except KeysError:
+            raise CardRefused(
+                "the checkpoint pinned in the state file is not signed by the log key "
+                "(was the file edited?)"
+            ) from None
+
+    async def _extended(
+        self, old: tuple[Checkpoint, bytes] | None, new: tuple[Checkpoint, bytes]
+    ) -> tuple[Checkpoint, bytes]:
+        """The larger of two checkpoints, once the larger is proved to extend the smaller."""
+        if old is None:
+            return new
+        small, large = sorted((old, new), key=lambda pair: pair[0].size)
+        proof: list[bytes] = []
+        if 0 < small[0].size < large[0].size:
+            proof = await keylog.fetch_consistency_proof(
+                self.transport, small[0].size, large[0].size
+            )
+        keylog.check_consistent(old[0], new[0], proof)
+        return large
+
+    def _save_pins(self, confirmed: dict[str, str], log_key: str, checkpoint: str) -> None:
+        def change(state: State) -> None:
+            state.logged.update(confirmed)
+            state.log_key, state.log_checkpoint = log_key, checkpoint
+
+        if self.state is not None:
+            self.state.update(change)
+        else:
+            change(self._memory)
 
     def _pin(self, roster: Roster) -> None:
         if self.state is not None:

@@ -14,7 +14,13 @@ Cursors only move forward.
 
 Format (JSON, so a person can read it)::
 
-    {"v": 1, "cursors": {"lage-ruhr": "1733100000000-0"}, "keys": {"sta-essen": "<key id>"}}
+    {"v": 1, "cursors": {"lage-ruhr": "1733100000000-0"}, "keys": {"sta-essen": "<key id>"},
+     "logged": {"<key id>": "sta-essen"}, "log_key": "<verifier key>",
+     "log_checkpoint": "<signed checkpoint note>"}
+
+``logged`` are the cards found registered in the audit log (:mod:`clients.keylog`),
+``log_key`` the log's verifier key (given, or trusted on first use) and
+``log_checkpoint`` the newest checkpoint seen, which every later one must extend.
 """
 
 from __future__ import annotations
@@ -59,6 +65,9 @@ class State:
 
     cursors: dict[str, str] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
+    logged: dict[str, str] = field(default_factory=dict)
+    log_key: str = ""
+    log_checkpoint: str = ""
 
     def advance(self, channel: str, stream_id: str) -> None:
         """Move ``channel``'s cursor to ``stream_id`` unless it is already further."""
@@ -67,7 +76,8 @@ class State:
             self.cursors[channel] = stream_id
 
     def serialize(self) -> bytes:
-        record = {"v": VERSION, "cursors": self.cursors, "keys": self.keys}
+        record = {"v": VERSION, "cursors": self.cursors, "keys": self.keys, "logged": self.logged}
+        record |= {"log_key": self.log_key, "log_checkpoint": self.log_checkpoint}
         return json.dumps(record, indent=1, sort_keys=True).encode() + b"\n"
 
     @classmethod
@@ -77,14 +87,18 @@ class State:
         if not isinstance(record, dict) or record.get("v") != VERSION:
             raise ValueError(f"not a version-{VERSION} siko state file")
         cursors, pinned = record.get("cursors", {}), record.get("keys", {})
-        for mapping in (cursors, pinned):
+        logged, log_key = record.get("logged", {}), record.get("log_key", "")
+        log_checkpoint = record.get("log_checkpoint", "")
+        if not isinstance(log_key, str) or not isinstance(log_checkpoint, str):
+            raise ValueError("log_key and log_checkpoint must be text")
+        for mapping in (cursors, pinned, logged):
             if not isinstance(mapping, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
             ):
                 raise ValueError("cursors and keys must map text to text")
         for stream_id in cursors.values():
             stream_key(stream_id)
-        return cls(dict(cursors), dict(pinned))
+        return cls(dict(cursors), dict(pinned), dict(logged), log_key, log_checkpoint)
 
 
 class StateFile:

@@ -2,7 +2,10 @@
 
 Any registered party may read checkpoints, leaves (commitments only) and proofs: an
 agency checks its receipts and the cards it encrypts to. Event records, which name
-agencies and channels, are served to auditors (and administrators) only.
+agencies and channels, are served to auditors (and administrators) only, with one
+exception: the record that registered a card (cards are public), served by key id with
+its salt and an inclusion proof, so a client can check before sealing that the card it
+encrypts to is the one in the log.
 """
 
 from __future__ import annotations
@@ -12,17 +15,20 @@ import re
 from aiohttp import web
 
 from hub import policy, wire
+from hub.auditlog import AuditLog
 from hub.auth import CALLER
-from hub.errors import BadRequest, NotFound
+from hub.errors import BadRequest, NotFound, Unavailable
 from hub.records import Kind
-from hub.state import AUDIT
+from hub.state import AUDIT, STORE
 from keys import now_ms
+from keys.checkpoint import open_signed_checkpoint
 
 routes = web.RouteTableDef()
 
 MAX_INDEX = 2**63 - 1
 #: ASCII digits only: ``str.isdigit`` also accepts "²", which ``int`` then refuses.
 _NUMBER = re.compile(r"[0-9]{1,19}")
+_KEY_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _parse_number(text: str) -> int | None:
@@ -78,6 +84,46 @@ async def get_leaves(request: web.Request) -> web.Response:
             entry["record"], entry["salt"] = item.record, item.salt
         entries.append(entry)
     return wire.respond(request, {"start": start, "end": end, "leaves": entries})
+
+
+@routes.get("/v1/audit/cards/{key_id}")
+async def get_card_event(request: web.Request) -> web.Response:
+    """The log leaf, record and salt that registered a card, proved into a checkpoint."""
+    key_id = request.match_info["key_id"]
+    if _KEY_ID.fullmatch(key_id) is None:
+        raise BadRequest("a key id is 32 lower-case hex digits")
+    store, audit = request.app[STORE], request.app[AUDIT]
+    event_id = await store.card_event(key_id)
+    if event_id is None:
+        if await store.get_card(key_id) is None:
+            raise NotFound(f"no card {key_id} is registered")
+        raise NotFound(f"card {key_id} predates the hub's index of key events; ask an auditor")
+    index = await audit.settle_directory(event_id)
+    (stored,) = await audit.leaves(index, index + 1)
+    if not stored.record or not stored.salt:
+        raise NotFound(
+            f"the log record of card {key_id} (leaf {index}) was deleted by retention or "
+            "erasure; its tombstone is in the log. Compare the fingerprint by phone"
+        )
+    note, size = await _checkpoint_covering(audit, index)
+    proof = await audit.inclusion_proof(index, size)
+    answer = {"index": index, "leaf": stored.leaf, "record": stored.record, "salt": stored.salt}
+    return wire.respond(request, {**answer, "checkpoint": note.decode(), "proof": proof})
+
+
+async def _checkpoint_covering(audit: AuditLog, index: int) -> tuple[bytes, int]:
+    """The latest signed checkpoint and its size, signing one if it does not cover ``index``.
+
+    A leaf newer than the checkpointer's last round (at most a checkpoint interval old)
+    gets a checkpoint at once rather than making the client wait.
+    """
+    for _ in range(2):
+        note = await audit.latest_checkpoint()
+        size = open_signed_checkpoint(note, audit.key.verifier).size
+        if size > index:
+            return note, size
+        await audit.sign_checkpoint()
+    raise Unavailable("no checkpoint covers this card's leaf yet; retry", retry_after=1)
 
 
 @routes.get("/v1/audit/proofs/inclusion")
