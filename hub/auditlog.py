@@ -27,8 +27,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
@@ -43,6 +44,8 @@ from keys.logkey import LogKey
 log = logging.getLogger(__name__)
 
 BATCH: Final = 512
+#: How many recently sequenced event ids each outbox remembers the indexes of.
+RECENT: Final = 2 * BATCH
 SWEEP_S: Final = 1.0
 WAIT_FOR_INDEX_S: Final = 5.0
 MAX_PAGE: Final = 1000
@@ -50,6 +53,55 @@ RETENTION_REASON: Final = "retention: end of the year after creation (BDSG secti
 RETENTION_CHECK_S: Final = 3600.0
 #: How long stopping waits for a loop to finish its round before cancelling it.
 STOP_WAIT_S: Final = 5.0
+
+
+@dataclass
+class _Outbox:
+    """This process's sequencer state of one outbox.
+
+    ``cursor`` is the last event taken into the log as this process last saw it (None:
+    read it); ``waiters`` are the callers waiting for an event's index; ``recent`` the
+    indexes of the last events sequenced here, for a caller that comes just after its
+    event was taken; ``trim_to`` what the next outbox read trims; ``again`` asks the
+    drainer ``task`` for one more pass.
+    """
+
+    cursor: str | None = None
+    waiters: dict[str, asyncio.Future[int]] = field(default_factory=dict)
+    recent: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    task: asyncio.Task[None] | None = None
+    again: bool = False
+    trim_to: str | None = None
+
+    def settle(self, events: Sequence[OutboxEvent], first: int) -> None:
+        """Hand the waiters of ``events`` (now leaves ``first ..``) their indexes."""
+        for offset, item in enumerate(events):
+            index = first + offset
+            self.recent[item.event_id] = index
+            waiter = self.waiters.pop(item.event_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(index)
+        while len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
+
+
+def _stream_order(event_id: str) -> tuple[int, int]:
+    """A stream id ``<ms>-<seq>`` as a sortable pair."""
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq)
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    """Retrieve a drainer's failure; log it unless it is a storage error.
+
+    Storage errors reach whoever waits on the drainer (a post answers 503, the sweep
+    logs and retries); anything else is a bug and must not pass silently.
+    """
+    if task.cancelled():
+        return
+    failure = task.exception()
+    if failure is not None and not isinstance(failure, HubError):
+        log.error("audit sequencer failed", exc_info=failure)
 
 
 @dataclass
@@ -70,6 +122,7 @@ class AuditLog:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
+        self._outboxes: dict[str, _Outbox] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._signed_size = -1
         self._stopping = asyncio.Event()
@@ -103,20 +156,66 @@ class AuditLog:
         with contextlib.suppress(HubError):
             await self.drain_all()
             await self.sign_checkpoint()
+        drainers = [box.task for box in self._outboxes.values() if box.task is not None]
+        for task in drainers:
+            task.cancel()
+        for task in drainers:
+            with contextlib.suppress(asyncio.CancelledError, HubError):
+                await task
 
     # -- sequencing -------------------------------------------------------------------
 
     async def index_of(self, outbox: str, event_id: str) -> int:
-        """The leaf index ``event_id`` of ``outbox`` became, draining it if needed."""
+        """The leaf index ``event_id`` of ``outbox`` became, draining it if needed.
+
+        Group commit: the caller registers what it waits for and wakes the outbox's one
+        drainer; every post that arrives while a batch is being sequenced is taken by the
+        next batch together, and the drainer hands each waiter its index from the batch
+        it sequenced (no read of the index afterwards). An event that is already behind
+        the outbox's cursor (a retry; another replica's drain) is looked up instead.
+        """
+        box = self._outbox(outbox)
+        known = box.recent.get(event_id)
+        if known is not None:
+            return known
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT_FOR_INDEX_S
-        while True:
+        if box.cursor is not None and _stream_order(event_id) <= _stream_order(box.cursor):
             index = await self._store.source_index(outbox, event_id)
             if index is not None:
                 return index
+        waiter = box.waiters.get(event_id)
+        if waiter is None:
+            waiter = box.waiters[event_id] = loop.create_future()
+        try:
+            return await self._wait_for(outbox, box, event_id, waiter, deadline)
+        finally:
+            if box.waiters.get(event_id) is waiter:
+                del box.waiters[event_id]
+
+    async def _wait_for(
+        self, outbox: str, box: _Outbox, event_id: str, waiter: asyncio.Future[int], deadline: float
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        while True:
+            drainer = self._kick(outbox, box)
+            await asyncio.wait(
+                (waiter, drainer),
+                timeout=max(0.0, deadline - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if waiter.done():
+                return waiter.result()
+            if drainer.done() and not drainer.cancelled():
+                failure = drainer.exception()
+                if failure is not None:
+                    raise failure
+                # Drained, and not by this drainer: another sequencer took it.
+                index = await self._store.source_index(outbox, event_id)
+                if index is not None:
+                    return index
             if loop.time() > deadline:
                 raise Unavailable("the audit log is not keeping up; retry", retry_after=1)
-            await self.drain(outbox)
 
     async def settle_directory(self, event_id: str) -> int:
         """The leaf index of a directory event (waiting for it to be sequenced)."""
@@ -148,25 +247,71 @@ class AuditLog:
 
     async def drain(self, outbox: str) -> None:
         """Take every pending event of ``outbox`` into the log."""
-        async with self._lock:
-            while await self._drain_batch(outbox):
-                pass
+        await asyncio.shield(self._kick(outbox, self._outbox(outbox)))
 
-    async def _drain_batch(self, outbox: str) -> bool:
-        tree = await self._current_tree()
-        cursor = await self._store.cursor(outbox)
-        events = await self._store.read_outbox(outbox, cursor, BATCH)
+    def _outbox(self, outbox: str) -> _Outbox:
+        box = self._outboxes.get(outbox)
+        if box is None:
+            box = self._outboxes[outbox] = _Outbox()
+        return box
+
+    def _kick(self, outbox: str, box: _Outbox) -> asyncio.Task[None]:
+        """Ask for one more pass over ``outbox``; the task of its one drainer."""
+        box.again = True
+        if box.task is None or box.task.done():
+            box.task = asyncio.create_task(self._drain_outbox(outbox, box), name="audit-drain")
+            box.task.add_done_callback(_report_failure)
+        return box.task
+
+    async def _drain_outbox(self, outbox: str, box: _Outbox) -> None:
+        """Drain ``outbox`` until nobody asked for another pass; then trim it.
+
+        The only coroutine draining this outbox in this process, so the outbox's cursor
+        can be kept in memory (the sequencing script still checks it, against other
+        replicas). A pass asked for while the task ends (no await between the last check
+        and the return) finds the task done and starts a new one.
+        """
+        while True:
+            if box.again:
+                box.again = False
+                while await self._drain_batch(outbox, box):
+                    pass
+            elif box.trim_to is not None:
+                upto, box.trim_to = box.trim_to, None
+                await self._store.trim_outbox(outbox, upto)
+            else:
+                return
+
+    async def _drain_batch(self, outbox: str, box: _Outbox) -> bool:
+        """Sequence one batch of ``outbox``; True if there may be more right away.
+
+        Only computing and storing the new leaves holds the lock (the log's size and
+        frontier are shared by every outbox); reading the outbox and trimming what an
+        earlier batch took (one pipelined round trip) do not.
+        """
+        if self._tree is None:
+            async with self._lock:
+                await self._current_tree()
+        if box.cursor is None:
+            box.cursor = await self._store.cursor(outbox)
+        cursor = box.cursor
+        trim, box.trim_to = box.trim_to, None
+        events = await self._store.read_outbox(outbox, cursor, BATCH, trim_upto=trim)
         if not events:
             return False
-        frontier, nodes = _appended(tree.frontier, events)
-        first = await self._store.sequence(
-            size=tree.frontier.size, outbox=outbox, cursor=cursor, events=events, nodes=nodes
-        )
-        if first is None:
-            self._tree = None  # another sequencer went first: reload and try again
-            return True
-        self._tree = _Tree(frontier)
-        await self._store.trim_outbox(outbox, events[-1].event_id)
+        async with self._lock:
+            tree = await self._current_tree()
+            frontier, nodes = _appended(tree.frontier, events)
+            first = await self._store.sequence(
+                size=tree.frontier.size, outbox=outbox, cursor=cursor, events=events, nodes=nodes
+            )
+            if first is None:
+                self._tree = None  # another sequencer went first: reload and try again
+                box.cursor = None
+                return True
+            self._tree = _Tree(frontier)
+        box.cursor = box.trim_to = events[-1].event_id
+        box.settle(events, first)
         return len(events) == BATCH
 
     async def _current_tree(self) -> _Tree:

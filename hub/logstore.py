@@ -64,6 +64,12 @@ class StoredLeaf:
     salt: bytes | None
 
 
+def _after(stream_id: str) -> str:
+    """The smallest stream id after ``stream_id`` (XTRIM's MINID keeps it and later)."""
+    ms, _, seq = stream_id.partition("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
 def node_field(level: int, index: int) -> str:
     """The field naming a perfect subtree in the nodes hash."""
     return f"{level}:{index}"
@@ -93,10 +99,22 @@ class LogStore:
         value = await _call(self._redis.hget(keyspace.log_cursors(), outbox))
         return "0-0" if value is None else str(value.decode())
 
-    async def read_outbox(self, outbox: str, after: str, count: int) -> list[OutboxEvent]:
-        """Events of ``outbox`` after ``after``, oldest first."""
+    async def read_outbox(
+        self, outbox: str, after: str, count: int, *, trim_upto: str | None = None
+    ) -> list[OutboxEvent]:
+        """Events of ``outbox`` after ``after``, oldest first.
+
+        With ``trim_upto``, first drops the events up to it (as :meth:`trim_outbox`) in
+        the same round trip: both commands name the one outbox key, so one slot.
+        """
         start = "-" if after == "0-0" else f"({after}"
-        entries = await _call(self._redis.xrange(outbox, start, "+", count))
+        if trim_upto is None:
+            entries = await _call(self._redis.xrange(outbox, start, "+", count))
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xtrim(outbox, minid=_after(trim_upto))
+                pipe.xrange(outbox, start, "+", count)
+                _, entries = await _call(pipe.execute())
         return [
             OutboxEvent(i.decode(), AuditEvent(f[b"leaf"], f[b"rec"], f[b"salt"]))
             for i, f in entries
@@ -132,8 +150,7 @@ class LogStore:
 
     async def trim_outbox(self, outbox: str, upto: str) -> None:
         """Drop events of ``outbox`` up to ``upto``: they are in the log."""
-        ms, _, seq = upto.partition("-")
-        await _call(self._redis.xtrim(outbox, minid=f"{ms}-{int(seq) + 1}"))
+        await _call(self._redis.xtrim(outbox, minid=_after(upto)))
 
     async def append_inbox(self, event: AuditEvent) -> str:
         """Put an event with no action of its own into the log's inbox."""
