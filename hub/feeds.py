@@ -3,10 +3,11 @@
 Theory of operation. A :class:`ChannelFeed` blocks on ``XREAD`` from the newest id it
 has seen. For every batch it reads it does the per-note and per-reader work once, for
 all of its subscribers: it encodes each note's WebSocket frame once (every subscriber
-is sent the same bytes), and it re-checks every subscriber's right to read with one
-Redis round trip (the channel record and the directory entries of the subscribed
-agencies), then queues the batch for each subscriber that may still read, and the
-refusal for each that may not. A subscriber joins in three steps that leave no gap and
+is sent the same bytes), and it re-checks every subscriber's right to read against the
+channel record and the directory entries of the subscribed agencies, which Redis reads
+right after the notes, in the same round trip (pipelined behind the blocking read). It
+then queues the batch for each subscriber that may still read, and the refusal for
+each that may not. A subscriber joins in three steps that leave no gap and
 no duplicate:
 
 1. it registers with the feed, and waits until the feed knows its starting id (the
@@ -188,20 +189,28 @@ class ChannelFeed:
                 delay = min(delay * 2, RETRY_CAP_S)
 
     async def _pump(self) -> None:
-        """Read one batch, check every subscriber once, hand the batch out.
+        """Read one batch, check every subscriber, hand the batch out.
 
-        ``_last_id`` moves only after the batch was handed out: if the check cannot
-        reach Redis, the next round reads the same notes again.
+        The access records of the agencies subscribed when the read starts come in the
+        same round trip as the notes (read after them); an agency that subscribed during
+        the read costs one more round trip. ``_last_id`` moves only after the batch was
+        handed out: if a read fails, the next round reads the same notes again.
         """
-        notes = await self._store.wait_after(
-            self.channel, self._last_id, count=BATCH, block_ms=BLOCK_MS
+        agencies = sorted({s.agency for s in self.subscribers})
+        notes, rec, entries = await self._store.wait_after_with_access(
+            self.channel, self._last_id, agencies, count=BATCH, block_ms=BLOCK_MS
         )
         if not notes:
             return
         # who is registered now; a subscriber that registers later replays these notes
         subscribers = tuple(self.subscribers)
         if subscribers:
-            verdicts = await self._check({s.agency for s in subscribers})
+            verdicts = self._verdicts(agencies, rec, entries)
+            late = sorted({s.agency for s in subscribers} - verdicts.keys())
+            if late:
+                verdicts.update(
+                    self._verdicts(late, *await self._store.access_records(self.channel, late))
+                )
             batch = tuple(
                 LiveNote(n.stream_id, stream_key(n.stream_id), note_frame(self.channel, n))
                 for n in notes
@@ -221,23 +230,19 @@ class ChannelFeed:
                     subscriber.offer(batch)
         self._last_id = notes[-1].stream_id
 
-    async def _check(self, agencies: set[str]) -> dict[str, HubError | str]:
-        """For each agency, why it may not read now, or else its current key id.
-
-        Fresh records, in one round trip for all subscribers: the channel record and the
-        directory entries of the subscribed agencies.
-        """
-        names = sorted(agencies)
-        rec, entries = await self._store.access_records(self.channel, names)
+    def _verdicts(
+        self, agencies: list[str], rec: bytes | None, entries: list[bytes | None]
+    ) -> dict[str, HubError | str]:
+        """For each agency, why it may not read now, or else its current key id."""
         if rec is None:
-            return dict.fromkeys(names, NotFound(f"no channel {self.channel}"))
+            return dict.fromkeys(agencies, NotFound(f"no channel {self.channel}"))
         try:
             channel = ChannelRecord.parse(rec)
         except KeysError:
             damaged = DamagedRecord(f"the record of channel {self.channel} does not parse")
-            return dict.fromkeys(names, damaged)
+            return dict.fromkeys(agencies, damaged)
         verdicts: dict[str, HubError | str] = {}
-        for agency, entry in zip(names, entries, strict=True):
+        for agency, entry in zip(agencies, entries, strict=True):
             try:
                 record = _agency(agency, entry)
                 policy.require_role(channel, record, Role.READ)

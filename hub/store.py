@@ -401,9 +401,33 @@ class Store:
         async with _translated():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hmget(keyspace.channel_record(channel), ["rec"])
-                pipe.hmget(keyspace.agencies(), agencies)
-                (rec,), entries = await pipe.execute()
-        return rec, list(entries)
+                if agencies:
+                    pipe.hmget(keyspace.agencies(), agencies)
+                replies = await pipe.execute()
+        return replies[0][0], list(replies[1]) if agencies else []
+
+    async def wait_after_with_access(
+        self, channel: str, after: str, agencies: list[str], *, count: int, block_ms: int
+    ) -> tuple[list[StoredNote], bytes | None, list[bytes | None]]:
+        """:meth:`wait_after`, then :meth:`access_records`, in one round trip.
+
+        Redis runs the pipelined reads only once the blocking ``XREAD`` has returned, so
+        the records are read after the notes were: as fresh as a separate read, without
+        its round trip.
+        """
+        async with _translated():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xread({keyspace.channel_notes(channel): after}, count=count, block=block_ms)
+                pipe.hmget(keyspace.channel_record(channel), ["rec"])
+                if agencies:
+                    pipe.hmget(keyspace.agencies(), agencies)
+                replies = await pipe.execute()
+        notes = (
+            [_stored(entry_id, fields) for entry_id, fields in replies[0][0][1]]
+            if replies[0]
+            else []
+        )
+        return notes, replies[1][0], list(replies[2]) if agencies else []
 
 
 def _remembered(parses: dict[bytes, _R], data: bytes, parse: Callable[[bytes], _R]) -> _R:
