@@ -21,7 +21,7 @@ from hub.errors import BadRequest, NotFound, Unavailable
 from hub.records import Kind
 from hub.state import AUDIT, STORE
 from keys import now_ms
-from keys.checkpoint import open_signed_checkpoint
+from keys.checkpoint import Checkpoint
 
 routes = web.RouteTableDef()
 
@@ -115,11 +115,12 @@ async def _checkpoint_covering(audit: AuditLog, index: int) -> tuple[bytes, int]
     """The latest signed checkpoint and its size, signing one if it does not cover ``index``.
 
     A leaf newer than the checkpointer's last round (at most a checkpoint interval old)
-    gets a checkpoint at once rather than making the client wait.
+    gets a checkpoint at once rather than making the client wait. The note is served as
+    stored: checking its signature is the client's job.
     """
     for _ in range(2):
         note = await audit.latest_checkpoint()
-        size = open_signed_checkpoint(note, audit.key.verifier).size
+        size = Checkpoint.parse(note[: note.index(b"\n\n") + 1]).size
         if size > index:
             return note, size
         await audit.sign_checkpoint()
