@@ -192,7 +192,8 @@ async def test_a_reader_without_post_role_may_not_post(
     world: RunningHub, redis_db: redis.Redis
 ) -> None:
     prosecutor = await world.client(PROSECUTOR)
-    with nothing_written(redis_db, nonces=2), pytest.raises(sdk.NotMember) as excinfo:
+    # Nonces: the roster, the log key, one card proof per reader (3), the post.
+    with nothing_written(redis_db, nonces=6), pytest.raises(sdk.NotMember) as excinfo:
         await prosecutor.post_note(CHANNEL, Note(SECRET_TEXT), MARKS)
     assert_sdk_problem(excinfo, 403, "not-member", PROSECUTOR, "post", CHANNEL)
 
@@ -358,7 +359,8 @@ async def test_a_note_above_the_ceiling_is_refused(
 ) -> None:
     police = await world.client(POLICE)
     marks = Markings(level, MARKS.handling)
-    with nothing_written(redis_db, nonces=2), pytest.raises(sdk.AboveCeiling) as excinfo:
+    # Nonces: the roster, the log key, one card proof per reader (3), the post.
+    with nothing_written(redis_db, nonces=6), pytest.raises(sdk.AboveCeiling) as excinfo:
         await police.post_note(CHANNEL, Note(SECRET_TEXT), marks)
     assert_sdk_problem(excinfo, 422, "above-ceiling", level.value, "VS-NfD")
 
