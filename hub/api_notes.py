@@ -18,9 +18,15 @@ from aiohttp import web
 from hub import events, policy, wire
 from hub.auth import CALLER, Caller
 from hub.errors import (
+    AboveCeiling,
+    AgencySuspended,
     BadEnvelopeSignature,
     BadRequest,
+    Forbidden,
     MalformedEnvelope,
+    NotFound,
+    NotMember,
+    RecipientsMismatch,
     RosterChanged,
     SenderMismatch,
     TooLarge,
@@ -114,17 +120,57 @@ async def _check_and_append(
     )
 
 
+#: Refusals of the checks that a stale roster could cause: decided again on fresh records.
+_ROSTER_REFUSALS: Final = (
+    AboveCeiling,
+    AgencySuspended,
+    Forbidden,
+    NotFound,
+    NotMember,
+    RecipientsMismatch,
+    RosterChanged,
+    SenderMismatch,
+)
+
+
 async def _append_once(
     request: web.Request, caller: Caller, envelope: Envelope, body: bytes, note: _NoteEvent
 ) -> AppendResult:
     """Store the note once; a retry gets the first result.
 
+    The channel record as this hub last read it is tried first: the append script
+    stores nothing unless the roster version is still the one checked (and answers a
+    retry before looking at the version), so a stale record can only cause a refusal,
+    and every refusal is decided again below on fresh records. Every reader's entry is
+    read fresh in one ``HMGET`` either way (a suspension counts at once).
+
     A retry is recognised before the roster checks: the roster may have changed since
     the note was stored, and the retry must still learn that it was (not be refused).
     Only the sender gets here (its signature on the envelope was checked). The retry
-    look-up and the channel record come in one round trip; every reader's entry in one
-    more (entries are read fresh, so a suspension or removal counts at once).
+    look-up and the channel record come in one round trip.
     """
+    store = request.app[STORE]
+    channel = request.match_info["channel"]
+    known = store.known_channel(channel)
+    if known is not None:
+        try:
+            return await _check_and_append(request, caller, envelope, body, note, known)
+        except RosterChanged:
+            # The roster moved since this hub read it: check once more on fresh records.
+            return await _fresh_check_and_append(request, caller, envelope, body, note, 1)
+        except _ROSTER_REFUSALS:
+            pass
+    return await _fresh_check_and_append(request, caller, envelope, body, note, 2)
+
+
+async def _fresh_check_and_append(
+    request: web.Request,
+    caller: Caller,
+    envelope: Envelope,
+    body: bytes,
+    note: _NoteEvent,
+    attempts: int,
+) -> AppendResult:
     store = request.app[STORE]
     channel = request.match_info["channel"]
     message_id_hex = bytes(envelope.header.message_id).hex()
@@ -134,6 +180,8 @@ async def _append_once(
     try:
         return await _check_and_append(request, caller, envelope, body, note, context)
     except RosterChanged:
+        if attempts < 2:
+            raise
         # The roster moved between check and append: check again against the new one.
         fresh = await store.get_channel(channel)
         return await _check_and_append(request, caller, envelope, body, note, fresh)

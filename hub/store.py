@@ -83,6 +83,7 @@ class Store:
         self._sequence = client.register_script(keyspace.SEQUENCE)
         self._agency_parses: dict[bytes, AgencyRecord] = {}
         self._channel_parses: dict[bytes, ChannelRecord] = {}
+        self._channels_seen: dict[str, tuple[ChannelRecord, int]] = {}
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -220,12 +221,26 @@ class Store:
             return _append_result("dup", [seen], channel, digest_hex)
         return self._channel(channel, rec, ver)
 
+    def known_channel(self, channel: str) -> tuple[ChannelRecord, int] | None:
+        """The channel record and roster version as last read here, if any; maybe stale.
+
+        Only for a check whose write re-checks the roster version atomically (as
+        :meth:`append_note` does, answering :class:`RosterChanged`): the version proves
+        the record current at the moment of the write, or the caller reads it afresh.
+        """
+        return self._channels_seen.get(channel)
+
     def _channel(
         self, channel: str, rec: bytes | None, ver: bytes | None
     ) -> tuple[ChannelRecord, int]:
         if rec is None or ver is None:
+            self._channels_seen.pop(channel, None)
             raise NotFound(f"no channel {channel}")
-        return _remembered(self._channel_parses, rec, ChannelRecord.parse), int(ver)
+        seen = _remembered(self._channel_parses, rec, ChannelRecord.parse), int(ver)
+        if len(self._channels_seen) >= PARSE_CACHE_SIZE:
+            self._channels_seen.clear()
+        self._channels_seen[channel] = seen
+        return seen
 
     async def list_channels(self) -> list[str]:
         """Every channel id, sorted."""

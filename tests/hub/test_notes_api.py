@@ -185,6 +185,32 @@ async def test_a_roster_change_between_check_and_append_is_checked_again_then_re
     assert len(calls) == 2, "the hub checks once more against the new roster"
 
 
+async def test_a_member_removed_after_posting_is_refused_at_once(
+    world: RunningHub, redis_db: redis.Redis
+) -> None:
+    # The hub has just read the channel for a post; the roster changes; the next post
+    # must be refused on the new roster, with nothing written.
+    police = await world.client(POLICE)
+    await police.post_envelope(CHANNEL, sealed())
+    await (await world.client(ADMIN)).set_member(CHANNEL, POLICE, {"read"})
+    with nothing_written(redis_db, nonces=1), pytest.raises(sdk.NotMember) as excinfo:
+        await police.post_envelope(CHANNEL, sealed())
+    assert_sdk_problem(excinfo, 403, "not-member", POLICE, "post", CHANNEL)
+
+
+async def test_a_reader_removed_after_a_post_is_no_recipient_of_the_next(
+    world: RunningHub, redis_db: redis.Redis
+) -> None:
+    police = await world.client(POLICE)
+    await police.post_envelope(CHANNEL, sealed())
+    await (await world.client(ADMIN)).set_member(CHANNEL, PROSECUTOR, set())
+    with nothing_written(redis_db, nonces=1), pytest.raises(sdk.RecipientsMismatch) as excinfo:
+        await police.post_envelope(CHANNEL, sealed())
+    assert_sdk_problem(excinfo, 422, "recipients-mismatch", f"not readers: {PROSECUTOR}")
+    stored = await police.post_envelope(CHANNEL, sealed(readers=(POLICE, CITY)))
+    assert not stored.duplicate
+
+
 # -- posting: who may post ---------------------------------------------------------------
 
 
