@@ -26,6 +26,7 @@ from clients.errors import HubUnreachable, IdempotencyConflict, InternalError, U
 from clients.sdk import HubClient, NoteRefused, Posted, Received
 from clients.state import STATE_ENV, StateFile, default_state_path
 from clients.terminal import CHANNEL, EXISTING, PASSPHRASE_ENV, choice, printable, utc_iso
+from keys.checkpoint import NoteVerifier
 
 __all__ = ["HUB_ENV", "channels", "connection", "inbox", "post", "read_receipts", "run", "watch"]
 
@@ -68,6 +69,9 @@ def connection(command: _Command) -> _Command:
     return command
 
 
+#: The environment variable that may hold ``--log-key``.
+LOG_KEY_ENV: Final = "SIKO_LOG_KEY"
+
 STATE_OPTION: Final = click.option(
     "--state",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -78,18 +82,47 @@ STATE_OPTION: Final = click.option(
 )
 
 
+def _log_key(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The log's verifier key: the string itself, or a file that holds it; checked."""
+    if value is None:
+        return None
+    text = value
+    if "+" not in value and Path(value).is_file():
+        text = Path(value).read_text(encoding="utf-8").strip()
+    try:
+        return str(NoteVerifier.parse(text))
+    except keys.KeysError as exc:
+        raise click.BadParameter(f"not a log verifier key ({exc})") from None
+
+
+LOG_KEY_OPTION: Final = click.option(
+    "--log-key",
+    envvar=LOG_KEY_ENV,
+    show_envvar=True,
+    callback=_log_key,
+    metavar="VERIFIER",
+    help="The audit log's verifier key from the operator (or a file holding it): every "
+    "reader card is checked against the log it signs [default: the key the hub states "
+    "the first time, pinned in the state file].",
+)
+
+
 def run(coroutine: Coroutine[Any, Any, _T]) -> _T:
     """Run one command's work on a fresh event loop."""
     return asyncio.run(coroutine)
 
 
 def connect(
-    key: Path, hub_url: str, passphrase_env: str | None, state: Path | None = None
+    key: Path,
+    hub_url: str,
+    passphrase_env: str | None,
+    state: Path | None = None,
+    log_key: str | None = None,
 ) -> HubClient:
     """A client acting as the identity in ``key`` (not yet connected)."""
     identity = keys.load_identity(key, terminal.passphrase(key, passphrase_env))
     path = state or default_state_path(hub_url, identity.agency)
-    return HubClient(hub_url, identity, state=StateFile(path))
+    return HubClient(hub_url, identity, state=StateFile(path), log_key=log_key)
 
 
 # -- siko post -------------------------------------------------------------------------
@@ -98,6 +131,7 @@ def connect(
 @click.command("post")
 @connection
 @STATE_OPTION
+@LOG_KEY_OPTION
 @click.argument("channel", type=CHANNEL)
 @click.option("--classification", required=True, type=choice(keys.Classification))
 @click.option(
@@ -131,6 +165,7 @@ def post(
     hub_url: str,
     passphrase_env: str | None,
     state: Path | None,
+    log_key: str | None,
     channel: str,
     classification: str,
     handling: str,
@@ -150,7 +185,8 @@ def post(
     readers (the hub never sees the text, subject or case reference) and signed with
     your key. Prints where the hub stored it and the hub's signed receipt: the note's
     leaf index in the audit log. If a reader's key changed since you last posted,
-    says so: compare the new fingerprint with that agency by phone.
+    says so: compare the new fingerprint with that agency by phone. Before sealing,
+    each reader card is proved to be the one the audit log registered (--log-key).
 
     \b
     Example:
@@ -168,7 +204,7 @@ def post(
         keys.InfoAssessment.parse(info) if info else None,
     )
     mid = _message_id(message_id)
-    client = connect(key, hub_url, passphrase_env, state)
+    client = connect(key, hub_url, passphrase_env, state, log_key)
     try:
         posted = run(_post(client, channel, note, markings, mid, repeat=message_id is not None))
     except (HubUnreachable, Unavailable, InternalError) as exc:

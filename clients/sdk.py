@@ -51,7 +51,7 @@ from clients.errors import (
     RecipientsMismatch,
     RosterChanged,
 )
-from clients.keylog import CardRefused
+from clients.keylog import CardRefused as CardRefused  # re-exported: callers catch it here
 from clients.state import State, StateFile
 from clients.subscription import Delivery, Subscription
 from clients.transport import Transport
