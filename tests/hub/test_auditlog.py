@@ -345,6 +345,29 @@ async def test_a_sequencer_that_lost_the_race_reloads_and_appends_after_the_winn
     await check_exactly_once(bench, redis_db)
 
 
+async def test_waiters_arriving_during_a_batch_are_sequenced_together_by_the_next(
+    bench: Bench, redis_db: redis.Redis
+) -> None:
+    first, store = bench.logs[0], bench.stores[0]
+    inbox = keyspace.log_inbox()
+    await bench.refuse("/g/0")
+    later: list[asyncio.Future[int]] = []
+
+    async def more_arrive_meanwhile() -> None:
+        for n in range(1, 11):
+            await bench.refuse(f"/g/{n}")
+        for event_id, _ in bench.written[inbox][1:]:
+            later.append(asyncio.ensure_future(first.index_of(inbox, event_id)))
+        await asyncio.sleep(0)  # they register and ask for another pass
+
+    store.before_sequence = more_arrive_meanwhile
+    assert await first.index_of(inbox, bench.written[inbox][0][0]) == 0
+    assert await asyncio.gather(*later) == list(range(1, 11))
+    assert store.results == [0, 1], "the ten that came during the first batch share one"
+    await first.drain(inbox)
+    await check_exactly_once(bench, redis_db)
+
+
 async def test_events_a_crash_left_in_the_outboxes_are_taken_by_the_next_drain(
     bench: Bench, redis_db: redis.Redis
 ) -> None:
