@@ -311,3 +311,11 @@ async def test_a_log_that_does_not_extend_the_pinned_checkpoint_is_refused(
     with pytest.raises(CardRefused, match="a fork"):
         await police.post(CHANNEL, Note("darf nicht raus"), MARKS)
     assert redis_db.xlen(NOTES_KEY) == 1
+
+
+async def test_the_route_is_in_the_openapi_document(hub: RunningHub) -> None:
+    admin = await hub.client(ADMIN)
+    document: Any = (await admin.transport.request("GET", "/v1/openapi.json")).json()
+    operation = document["paths"]["/v1/audit/cards/{key_id}"]["get"]
+    assert "registered a card" in operation["summary"]
+    assert operation["security"] == [{"httpSignature": []}]
