@@ -81,23 +81,30 @@ class Subscriber:
     """One subscription's queue of live notes, and who it reads as.
 
     ``agency`` and ``key_id`` are the agency and the key the socket was opened with; the
-    feed checks them against fresh records before it queues each batch.
+    feed checks them against fresh records before it queues each batch. At most
+    ``limit`` notes wait in the queue; one more and the subscriber has overflowed.
     """
 
-    def __init__(self, agency: str, key_id: str) -> None:
+    def __init__(self, agency: str, key_id: str, *, limit: int = QUEUE_LIMIT) -> None:
         self.agency = agency
         self.key_id = key_id
+        self.limit = limit
         self._batches: deque[tuple[LiveNote, ...]] = deque()
         self._held = 0
         self._ready = asyncio.Event()
         self.overflowed = False
         self.refusal: HubError | None = None
 
+    @property
+    def queued(self) -> int:
+        """How many notes wait in the queue."""
+        return self._held
+
     def offer(self, notes: tuple[LiveNote, ...]) -> None:
         """Queue a batch of live notes, or mark the subscriber as overflowed."""
         if self.overflowed or self.refusal is not None:
             return
-        if self._held + len(notes) > QUEUE_LIMIT:
+        if self._held + len(notes) > self.limit:
             self.overflowed = True
             self._drop()
         else:

@@ -32,6 +32,9 @@ from clients.sdk import HubClient, Posted
 from clients.subscription import Delivery, Subscription
 from clients.transport import Transport
 from hub import keyspace
+from hub.errors import AgencySuspended
+from hub.feeds import Overflow, Subscriber
+from hub.live import FEEDS
 from keys import (
     Classification,
     HandlingCode,
@@ -653,3 +656,68 @@ async def test_a_replaced_key_ends_the_subscription_opened_with_the_old_one(
             await assert_ended_with(ws, "unauthenticated")
     finally:
         await ws.close()
+
+
+# -- bounded memory: a subscriber that falls behind ---------------------------------
+
+
+async def test_a_subscriber_that_falls_behind_overflows_and_holds_no_notes(
+    world: RunningHub,
+) -> None:
+    """The feed queues at most ``limit`` notes for a subscriber that does not take them.
+
+    One more and the subscriber has overflowed: its queued notes are dropped (the hub
+    holds nothing for it) and taking raises :class:`Overflow`, on which the socket tells
+    its client to reconnect and resume from its cursor. A subscriber that keeps within
+    its limit gets every note, in order, from the same feed.
+    """
+    feeds = world.app[FEEDS]
+    police = await world.client(POLICE)
+    slow = Subscriber(PROSECUTOR, str(identity(PROSECUTOR).card.key_id), limit=2)
+    steady = Subscriber(CITY, str(identity(CITY).card.key_id), limit=3)
+    await feeds.join(CHANNEL, slow)
+    await feeds.join(CHANNEL, steady)
+    try:
+        posted = await post_many(police, ["eins", "zwei", "drei"])
+        got: list[str] = []
+        async with asyncio.timeout(STEP_S):
+            while len(got) < len(posted):
+                got += [note.stream_id for note in await steady.next_batch()]
+        assert got == [p.stream_id for p in posted]
+        assert slow.overflowed
+        with pytest.raises(Overflow):
+            await slow.next_batch()
+        assert slow.queued == 0
+    finally:
+        feeds.leave(CHANNEL, slow)
+        feeds.leave(CHANNEL, steady)
+
+
+async def test_a_refusal_drops_the_notes_still_queued_for_the_subscriber(
+    world: RunningHub,
+) -> None:
+    """Notes queued before the agency was suspended are not handed out after it.
+
+    The feed checked them when it read them, but once it has found that the agency may
+    no longer read, taking from the queue raises the refusal and nothing else.
+    """
+    feeds = world.app[FEEDS]
+    admin = await world.client(ADMIN)
+    police = await world.client(POLICE)
+    subscriber = Subscriber(PROSECUTOR, str(identity(PROSECUTOR).card.key_id))
+    await feeds.join(CHANNEL, subscriber)
+    try:
+        await post_many(police, ["vorher"])
+        async with asyncio.timeout(STEP_S):
+            while not subscriber.queued:
+                await asyncio.sleep(0.01)
+        await admin.set_status(PROSECUTOR, "suspended")
+        await post_many(police, ["nachher"])
+        async with asyncio.timeout(STEP_S):
+            while subscriber.refusal is None:
+                await asyncio.sleep(0.01)
+        assert subscriber.queued == 0
+        with pytest.raises(AgencySuspended):
+            await subscriber.next_batch()
+    finally:
+        feeds.leave(CHANNEL, subscriber)
