@@ -212,52 +212,60 @@ class ChannelFeed:
         # who is registered now; a subscriber that registers later replays these notes
         subscribers = tuple(self.subscribers)
         if subscribers:
-            verdicts = self._verdicts(agencies, rec, entries)
+            verdicts = access_verdicts(self.channel, rec, agencies, entries)
             late = sorted({s.agency for s in subscribers} - verdicts.keys())
             if late:
-                verdicts.update(
-                    self._verdicts(late, *await self._store.access_records(self.channel, late))
-                )
+                rec, entries = await self._store.access_records(self.channel, late)
+                verdicts.update(access_verdicts(self.channel, rec, late, entries))
             batch = tuple(
                 LiveNote(n.stream_id, stream_key(n.stream_id), note_frame(self.channel, n))
                 for n in notes
             )
             for subscriber in subscribers:
-                verdict = verdicts[subscriber.agency]
-                if isinstance(verdict, HubError):
-                    subscriber.refuse(verdict)
-                elif verdict != subscriber.key_id:
-                    subscriber.refuse(
-                        Unauthenticated(
-                            "the key this subscription was opened with has been replaced; "
-                            "subscribe again with the current key"
-                        )
-                    )
-                else:
+                refusal = refusal_of(verdicts[subscriber.agency], subscriber.key_id)
+                if refusal is None:
                     subscriber.offer(batch)
+                else:
+                    subscriber.refuse(refusal)
         self._last_id = notes[-1].stream_id
 
-    def _verdicts(
-        self, agencies: list[str], rec: bytes | None, entries: list[bytes | None]
-    ) -> dict[str, HubError | str]:
-        """For each agency, why it may not read now, or else its current key id."""
-        if rec is None:
-            return dict.fromkeys(agencies, NotFound(f"no channel {self.channel}"))
+
+def access_verdicts(
+    channel_id: str, rec: bytes | None, agencies: list[str], entries: list[bytes | None]
+) -> dict[str, HubError | str]:
+    """For each agency, why it may not read ``channel_id`` now, or else its current key id.
+
+    ``rec`` and ``entries`` are what :meth:`Store.access_records` read for ``agencies``.
+    """
+    if rec is None:
+        return dict.fromkeys(agencies, NotFound(f"no channel {channel_id}"))
+    try:
+        channel = ChannelRecord.parse(rec)
+    except KeysError:
+        damaged = DamagedRecord(f"the record of channel {channel_id} does not parse")
+        return dict.fromkeys(agencies, damaged)
+    verdicts: dict[str, HubError | str] = {}
+    for agency, entry in zip(agencies, entries, strict=True):
         try:
-            channel = ChannelRecord.parse(rec)
-        except KeysError:
-            damaged = DamagedRecord(f"the record of channel {self.channel} does not parse")
-            return dict.fromkeys(agencies, damaged)
-        verdicts: dict[str, HubError | str] = {}
-        for agency, entry in zip(agencies, entries, strict=True):
-            try:
-                record = _agency(agency, entry)
-                policy.require_role(channel, record, Role.READ)
-            except HubError as refusal:
-                verdicts[agency] = refusal
-            else:
-                verdicts[agency] = str(record.current_key)
-        return verdicts
+            record = _agency(agency, entry)
+            policy.require_role(channel, record, Role.READ)
+        except HubError as refusal:
+            verdicts[agency] = refusal
+        else:
+            verdicts[agency] = str(record.current_key)
+    return verdicts
+
+
+def refusal_of(verdict: HubError | str, key_id: str) -> HubError | None:
+    """Why a reader subscribed with ``key_id`` must stop, given its agency's verdict."""
+    if isinstance(verdict, HubError):
+        return verdict
+    if verdict != key_id:
+        return Unauthenticated(
+            "the key this subscription was opened with has been replaced; "
+            "subscribe again with the current key"
+        )
+    return None
 
 
 def _agency(agency: str, entry: bytes | None) -> AgencyRecord:

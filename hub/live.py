@@ -26,11 +26,11 @@ last id it received.
 Access is checked at the upgrade and again before every batch of notes the socket
 sends and before every ack: an agency that was suspended, lost the read role or
 replaced the key it subscribed with gets an ``error`` frame naming why and the socket
-closes, so a long subscription never outlives the right to read. A replay page is
-re-checked by the socket (two Redis reads); live notes are re-checked by the channel's
-feed (:mod:`hub.feeds`) for all its subscribers at once, one Redis round trip per batch
-it reads, however many sockets it serves. While Redis is away both wait (the socket
-stays open) and send nothing unchecked.
+closes, so a long subscription never outlives the right to read. A replay page or an
+ack is re-checked by the socket (one Redis round trip); live notes are re-checked by the
+channel's feed (:mod:`hub.feeds`) for all its subscribers at once, with the records read
+in the same round trip as the notes, however many sockets it serves. While Redis is
+away both wait (the socket stays open) and send nothing unchecked.
 
 Live note frames are encoded once per note by the feed, and the same bytes go to every
 socket. Sockets are not compressed: envelopes are ciphertext, which does not compress,
@@ -53,13 +53,22 @@ from aiohttp import WSMsgType, web
 from hub import policy
 from hub.api_notes import parse_stream_id
 from hub.auth import CALLER, Caller
-from hub.errors import BadRequest, HubError, Unauthenticated, Unavailable
-from hub.feeds import RETRY_CAP_S, Feeds, Overflow, Subscriber, note_frame, stream_key
+from hub.errors import BadRequest, HubError, Unavailable
+from hub.feeds import (
+    RETRY_CAP_S,
+    Feeds,
+    Overflow,
+    Subscriber,
+    access_verdicts,
+    note_frame,
+    refusal_of,
+    stream_key,
+)
 from hub.metrics import METRICS
 from hub.problems import REFUSAL_RECORDER
 from hub.reads import acknowledge
 from hub.records import Role
-from hub.state import DIRECTORY, STORE
+from hub.state import STORE
 
 log = logging.getLogger(__name__)
 
@@ -105,27 +114,26 @@ async def _recheck(
 ) -> None:
     """Raise unless the caller, as it is now, may still read ``channel``.
 
-    Fresh reads of the directory entry and the channel record: the caller's entry in the
-    request was read at the upgrade and may be stale by now. With ``wait``, waits while
-    Redis is away (notes are held back meanwhile); without, raises :class:`Unavailable`.
+    Fresh reads of the directory entry and the channel record (one round trip): the
+    caller's entry in the request was read at the upgrade and may be stale by now. The
+    same rules as the feed's check of live notes (:func:`hub.feeds.access_verdicts`).
+    With ``wait``, waits while Redis is away (notes are held back meanwhile); without,
+    raises :class:`Unavailable`.
     """
     delay = 0.05
     while True:
         try:
-            agency = await request.app[DIRECTORY].agency(caller.agency)
-            record, _ = await request.app[STORE].get_channel(channel)
+            rec, entries = await request.app[STORE].access_records(channel, [caller.agency])
         except Unavailable:
             if not wait:
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_CAP_S)
             continue
-        policy.require_role(record, agency, Role.READ)
-        if agency.current_key != caller.card.key_id:
-            raise Unauthenticated(
-                "the key this subscription was opened with has been replaced; "
-                "subscribe again with the current key"
-            )
+        verdict = access_verdicts(channel, rec, [caller.agency], entries)[caller.agency]
+        refusal = refusal_of(verdict, str(caller.card.key_id))
+        if refusal is not None:
+            raise refusal
         return
 
 
