@@ -34,11 +34,11 @@ from datetime import UTC, datetime
 from typing import Final
 
 from hub import keyspace
-from hub.errors import BadRequest, HubError, NotFound, Unavailable
+from hub.errors import BadRequest, Conflict, HubError, NotFound, Unavailable
 from hub.events import AuditEvent
 from hub.logstore import LogStore, OutboxEvent, StoredLeaf
 from keys import merkle
-from keys.leaf import EventRecord, Tombstone
+from keys.leaf import EventKind, EventRecord, Tombstone
 from keys.logkey import LogKey
 
 log = logging.getLogger(__name__)
@@ -436,13 +436,17 @@ class AuditLog:
         BDSG section 76(4): log data is deleted at the end of the year after the year it
         was made. Records are sequenced in time order, so the sweep walks forward from
         where it stopped last time and stops at the first record still due to be kept.
+        Key records (:data:`KEPT_KINDS`) are passed over: they stay.
         """
         deleted: list[int] = []
         start, size = await self._store.retention_cursor(), await self._store.size()
         while start < size:
             page = await self._store.leaves(start, min(size, start + MAX_PAGE))
             for item in page:
-                if item.record and retention_ends(EventRecord.parse(item.record).at) > now_ms:
+                record = EventRecord.parse(item.record) if item.record else None
+                if record is None or record.kind in KEPT_KINDS:
+                    continue
+                if retention_ends(record.at) > now_ms:
                     await self._store.set_retention_cursor(item.index)
                     return deleted
                 if item.record:
@@ -458,16 +462,31 @@ class AuditLog:
 
         The tombstone is signed first and queued in the same Redis step that deletes the
         record, so no failure can leave a record gone without its tombstone. A leaf with
-        no record (already deleted, or a tombstone itself) is refused with nothing changed.
+        no record (already deleted, or a tombstone itself) is refused with nothing changed,
+        and so is a key record (:data:`KEPT_KINDS`).
         """
         if not 0 <= index < await self._store.size():
             raise NotFound(f"no leaf {index}")
+        stored = await self._store.leaves(index, index + 1)
+        if stored and stored[0].record:
+            kind = EventRecord.parse(stored[0].record).kind
+            if kind in KEPT_KINDS:
+                raise Conflict(
+                    f"leaf {index} records an agency's public key ({kind.value}); key records "
+                    "are kept, since clients and auditors verify signatures with them"
+                )
         tombstone = self.key.sign_tombstone(Tombstone(index, reason, now_ms))
         event_id = await self._store.delete_record(index, tombstone.leaf())
         if event_id is None:
             raise NotFound(f"the record of leaf {index} is already deleted (or it is a tombstone)")
         self.note_dirty(keyspace.log_inbox())
         return await self.index_of(keyspace.log_inbox(), event_id)
+
+
+#: Records that neither retention nor erasure deletes: an agency's public key, which
+#: holds no personal data and without which no later signature of that agency (notes,
+#: acknowledgements) could be verified from the log, nor a card proved to a client.
+KEPT_KINDS: Final = frozenset({EventKind.AGENCY_REGISTERED, EventKind.KEY_ADDED})
 
 
 def retention_ends(at_ms: int) -> int:

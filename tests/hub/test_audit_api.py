@@ -423,11 +423,12 @@ async def test_erasing_what_is_not_there_is_refused_and_changes_nothing(
     world: RunningHub, redis_db: redis.Redis, http: aiohttp.ClientSession
 ) -> None:
     api = await audit_api(world, ADMIN)
-    tomb = (await api.erase(2, "Löschung"))["tombstone"]
+    note = (await (await world.client(POLICE)).post_note(CHANNEL, Note(SECRET), MARKS)).index
+    tomb = (await api.erase(note, "Löschung"))["tombstone"]
     size = await settled_size(world)
     cases = [
         (size + 10, "no leaf"),  # unknown index
-        (2, "already deleted"),  # erased before
+        (note, "already deleted"),  # erased before
         (tomb, "already deleted"),  # a tombstone has no record of its own
     ]
     for index, needle in cases:
@@ -437,6 +438,17 @@ async def test_erasing_what_is_not_there_is_refused_and_changes_nothing(
         assert_problem(answer, 404, "not-found", str(index), needle)
     await no_tombstone_since(world, size)
     assert await settled_size(world) == size + len(cases)  # only the refusals
+
+
+async def test_a_key_record_is_not_erased_and_nothing_changes(
+    world: RunningHub, redis_db: redis.Redis, http: aiohttp.ClientSession
+) -> None:
+    size = await settled_size(world)
+    body = json.dumps({"index": 1, "reason": "Löschung"}).encode()  # pp-duisburg's card
+    with records_kept(redis_db), nothing_written(redis_db, nonces=1):
+        answer = await erasure(http, world, body)
+    assert_problem(answer, 409, "conflict", "leaf 1", "public key")
+    await no_tombstone_since(world, size)
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,8 @@ from aiohttp import web
 
 from hub import events, keyspace
 from hub.app import StartError, build_app
-from hub.auditlog import RETENTION_REASON, AuditLog, retention_ends
-from hub.errors import NotFound, Unavailable
+from hub.auditlog import KEPT_KINDS, RETENTION_REASON, AuditLog, retention_ends
+from hub.errors import Conflict, NotFound, Unavailable
 from hub.events import AuditEvent
 from hub.logstore import LogStore, StoredLeaf
 from hub.records import AgencyRecord, ChannelRecord, Kind, Role, Status
@@ -859,7 +859,8 @@ async def test_a_tombstone_has_no_record_to_delete(
     world: RunningHub, redis_db: redis.Redis
 ) -> None:
     audit = world.app[AUDIT]
-    tomb_index = await audit.delete_record(1, "Löschung", now_ms())
+    posted = await (await world.client(POLICE)).post_note(CHANNEL, Note(SECRET), MARKS)
+    tomb_index = await audit.delete_record(posted.index, "Löschung", now_ms())
     # The tombstone's leaf is all there is: no (empty) record, no salt stored for it.
     assert not redis_db.hexists(keyspace.log_records(), str(tomb_index))
     assert not redis_db.hexists(keyspace.log_salts(), str(tomb_index))
@@ -875,6 +876,7 @@ async def test_a_record_is_never_gone_without_its_tombstone(
     world: RunningHub, redis_db: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     audit = world.app[AUDIT]
+    index = (await (await world.client(POLICE)).post_note(CHANNEL, Note(SECRET), MARKS)).index
     size = await settled_size(world)
     logstore: LogStore = audit._store  # inject storage faults around the deletion step
     deleting = logstore.delete_record
@@ -889,30 +891,30 @@ async def test_a_record_is_never_gone_without_its_tombstone(
     # Storage fails before the step: nothing changed, no tombstone.
     monkeypatch.setattr(logstore, "delete_record", unavailable_before)
     with pytest.raises(Unavailable):
-        await audit.delete_record(2, "Löschung", now_ms())
-    assert redis_db.hexists(keyspace.log_records(), "2")
-    assert redis_db.hexists(keyspace.log_salts(), "2")
+        await audit.delete_record(index, "Löschung", now_ms())
+    assert redis_db.hexists(keyspace.log_records(), str(index))
+    assert redis_db.hexists(keyspace.log_salts(), str(index))
     assert await settled_size(world) == size
 
     # The hub fails right after the step (before the tombstone has its index): the
     # record is gone and its tombstone was queued with it, so the sweep logs it.
     monkeypatch.setattr(logstore, "delete_record", crash_after)
     with pytest.raises(Unavailable):
-        await audit.delete_record(2, "Löschung", now_ms())
+        await audit.delete_record(index, "Löschung", now_ms())
     monkeypatch.undo()
-    assert not redis_db.hexists(keyspace.log_records(), "2")
-    assert not redis_db.hexists(keyspace.log_salts(), "2")
+    assert not redis_db.hexists(keyspace.log_records(), str(index))
+    assert not redis_db.hexists(keyspace.log_salts(), str(index))
 
     async def tombstone_logged() -> bool:
         return await audit.size() > size
 
     await wait_for(tombstone_logged)
     tombstones = [parse_leaf(s.leaf) for s in (await all_leaves(audit))[size:]]
-    assert [t.index for t in tombstones if isinstance(t, Tombstone)] == [2]
+    assert [t.index for t in tombstones if isinstance(t, Tombstone)] == [index]
 
     # The caller retries the 503: the record is already deleted, and stays one tombstone.
     with pytest.raises(NotFound, match="already deleted"):
-        await audit.delete_record(2, "Löschung", now_ms())
+        await audit.delete_record(index, "Löschung", now_ms())
     assert await settled_size(world) == size + 1
 
 
@@ -970,6 +972,29 @@ async def test_the_retention_sweep_deletes_expired_records_and_logs_their_tombst
     assert redis_db.hlen(keyspace.log_records()) == 0
     assert redis_db.hlen(keyspace.log_salts()) == 0
     assert await logstore.retention_cursor() == size
+
+
+async def test_key_records_outlive_retention_and_refuse_erasure(
+    world: RunningHub, redis_db: redis.Redis
+) -> None:
+    audit = world.app[AUDIT]
+    await (await world.client(POLICE)).post_note(CHANNEL, Note(SECRET), MARKS)
+    size = await settled_size(world)
+    kinds = {s.index: EventRecord.parse(s.record).kind for s in await all_leaves(audit) if s.record}
+    keys = sorted(i for i, k in kinds.items() if k in KEPT_KINDS)
+    assert keys, "the world registers agencies: their cards are key records"
+    # Decades later, retention deletes everything but the agencies' keys.
+    deleted = await audit.retention_sweep(utc_ms(2090, 1, 1))
+    assert sorted(deleted) == sorted(set(kinds) - set(keys))
+    for index in keys:
+        assert redis_db.hexists(keyspace.log_records(), str(index))
+        assert redis_db.hexists(keyspace.log_salts(), str(index))
+    # An erasure of a key record is refused, and nothing changes.
+    before = await settled_size(world)
+    with pytest.raises(Conflict, match="public key"):
+        await audit.delete_record(keys[0], "Löschung", now_ms())
+    assert redis_db.hexists(keyspace.log_records(), str(keys[0]))
+    assert await settled_size(world) == before > size
 
 
 # -- the cost of a proof ----------------------------------------------------------------
