@@ -107,6 +107,7 @@ class Plan:
     drain_s: float = 10.0
     profile_posts: int = 1000
     warmup: int = 128
+    profile_out: Path | None = None  # also keep the hub's raw cProfile stats here
 
     @property
     def live_notes(self) -> int:
@@ -218,8 +219,12 @@ async def _serve(kind: str, port: int, redis_url: str, folder: Path) -> None:
     profiler = cProfile.Profile()
 
     def dump() -> None:
+        # Written under another name, then renamed: the load generator waits for the
+        # final name, so it never reads a half-written file.
         profiler.disable()
-        profiler.dump_stats(folder / f"{kind}.prof")
+        partial = folder / f"{kind}.prof.partial"
+        profiler.dump_stats(partial)
+        partial.replace(folder / f"{kind}.prof")
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, profiler.enable)
@@ -522,7 +527,8 @@ _NOTES, _AUTH, _AUDIT = hub.api_notes, hub.auth, hub.auditlog
 STEPS: Final = (
     ("auth middleware + handler (the whole request past aiohttp)", _AUTH.auth_middleware),
     ("  request authentication", _AUTH.Authenticator.authenticate),
-    ("    request signature verify (httpsig.verify_request)", keys.httpsig.verify_request),
+    ("    request signature verify (httpsig.verify_parsed)", keys.httpsig.verify_parsed),
+    ("    request signature parse (httpsig.parse_signature)", keys.httpsig.parse_signature),
     ("  handler post_note", _NOTES.post_note),
     ("    Envelope.parse", keys.envelope.Envelope.parse),
     ("    envelope signature verify (verify_envelope)", keys.envelope.verify_envelope),
@@ -710,6 +716,8 @@ async def profile_pass(rig: Rig, bodies: Bodies) -> str:
         if path.exists():
             break
         await asyncio.sleep(0.1)
+    if rig.plan.profile_out is not None:
+        rig.plan.profile_out.write_bytes(path.read_bytes())
     after = await command_counts(rig.redis.url)
     commands = {name: n - before.get(name, 0) for name, n in after.items() if name != "INFO"}
     cpu_us = 1e6 * meter.used["hub"] / max(done, 1)
@@ -817,8 +825,10 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
     parser.add_argument("--tiny", action="store_true", help="tiniest counts (smoke test)")
     parser.add_argument("--rate", type=int, help="notes/s of the latency runs (1-2000)")
     parser.add_argument("--readers", type=int, help="agencies in the channel (1-30)")
+    parser.add_argument("--profile-out", type=Path, help="also keep the hub's raw profile here")
     args = parser.parse_args(argv)
     plan = TINY if args.tiny else QUICK if args.quick else FULL
+    plan = replace(plan, profile_out=args.profile_out)
     if args.rate is not None:
         if not 0 < args.rate <= 2000:
             parser.error("--rate must be 1-2000")

@@ -2,7 +2,8 @@
 
 The middleware, for every path but the public ones:
 
-1. reads the keyid the request claims (before trusting anything);
+1. parses the signature headers once and reads the keyid the request claims (before
+   trusting anything);
 2. finds the card with that key id and its directory entry; the key must be the
    entry's current key and the entry active;
 3. verifies the signature over method, target URI (the hub's public base URL plus the
@@ -67,9 +68,10 @@ class Authenticator:
     async def authenticate(self, request: web.Request, body: bytes) -> Caller:
         """The verified caller of ``request``, or the refusal explaining why not."""
         try:
-            keyid = httpsig.peek_keyid_unverified(request.headers)
+            parsed = httpsig.parse_signature(request.headers)
         except KeysError as exc:
             raise Unauthenticated(f"request signature: {exc}") from None
+        keyid = parsed.keyid
         card = await self.directory.card(keyid) if _is_key_id(keyid) else None
         if card is None:
             raise Unauthenticated("unknown keyid; the key is not registered with this hub")
@@ -78,7 +80,7 @@ class Authenticator:
             raise Unauthenticated("this key was replaced; sign with the agency's current key")
         if record.status is not Status.ACTIVE:
             raise AgencySuspended(f"{record.agency} is suspended; ask an administrator")
-        verified = self._verify(request, body, keyid, card)
+        verified = self._verify(request, body, parsed, card)
         if not await self.store.remember_nonce(keyid, verified.nonce, self._nonce_ttl_s):
             raise ReplayedRequest("this nonce was already used; sign every request afresh")
         return Caller(record, card)
@@ -94,15 +96,15 @@ class Authenticator:
         return 2 * self.clock_skew_s + 2
 
     def _verify(
-        self, request: web.Request, body: bytes, keyid: str, card: AgencyCard
+        self, request: web.Request, body: bytes, parsed: httpsig.ParsedSignature, card: AgencyCard
     ) -> httpsig.VerifiedRequest:
         try:
-            return httpsig.verify_request(
+            return httpsig.verify_parsed(
+                parsed,
                 method=request.method,
                 target_uri=self.base_url + request.raw_path,
-                headers=request.headers,
                 body=body,
-                lookup_key=lambda k: card.sign_key if k == keyid else None,
+                lookup_key=lambda k: card.sign_key if k == parsed.keyid else None,
                 now=int(time.time()),
                 max_skew=self.clock_skew_s,
             )

@@ -5,7 +5,9 @@ them. Every request carries one signature, labelled ``sig1``, over exactly ``"@m
 ``"@target-uri"`` and ``"content-digest"`` (RFC 9530, ``sha-256`` only, also for an empty
 body), with the parameters ``created``, ``nonce``, ``keyid``, ``alg="ed25519"`` and
 ``tag="siko-hub"``. docs/PROTOCOL.md describes the profile byte by byte. Replay is the
-hub's job: :func:`verify_request` returns the nonce for it to remember.
+hub's job: :func:`verify_request` returns the nonce for it to remember. A verifier that
+must fetch the key first parses the headers once (:func:`parse_signature`, which names
+the claimed keyid) and then verifies the parsed signature (:func:`verify_parsed`).
 
 Why not ``http-message-signatures`` (PyPI, pyauth): it needs no ``requests``, but its
 verifier reads the wall clock itself (``datetime.now()``, skew as a class attribute), so
@@ -40,14 +42,16 @@ from keys.errors import (
 )
 
 __all__ = [
+    "ParsedSignature",
     "VerifiedRequest",
     "check_content_digest",
     "content_digest",
     "new_nonce",
-    "peek_keyid_unverified",
+    "parse_signature",
     "sign_request",
     "signature_base",
     "signature_params",
+    "verify_parsed",
     "verify_request",
 ]
 
@@ -174,6 +178,91 @@ def sign_request(
     }
 
 
+@dataclass(frozen=True)
+class ParsedSignature:
+    """A request's signature headers, parsed and checked against the profile, not verified.
+
+    Nothing here is vouched for yet: :func:`verify_parsed` does that. ``keyid`` is what
+    the request claims, so that an asynchronous verifier can fetch the key first.
+    """
+
+    keyid: str
+    created: int
+    nonce: str
+    covered: tuple[str, ...]
+    params: Mapping[str, object]
+    signature: bytes
+    content_digest: str
+    digest: bytes
+
+
+def parse_signature(headers: Mapping[str, str], *, label: str = DEFAULT_LABEL) -> ParsedSignature:
+    """Parse the three signature headers once, before any check of the signature.
+
+    ``headers`` may be any mapping, including a multi-dict: header names are compared
+    case-insensitively and a repeated signature header is refused.
+
+    Raises:
+        MalformedInput: a header is missing, repeated or outside the profile
+            (:class:`LimitExceeded` when a size limit is hit).
+    """
+    found = _read_headers(headers)
+    covered, params = _read_signature_input(found["signature-input"], _check_label(label))
+    signature = _read_signature(found["signature"], label)
+    digest = _digest_of(found["content-digest"])
+    created, nonce, keyid = _check_params(params)
+    return ParsedSignature(
+        keyid=keyid,
+        created=created,
+        nonce=nonce,
+        covered=covered,
+        params=params,
+        signature=signature,
+        content_digest=found["content-digest"],
+        digest=digest,
+    )
+
+
+def verify_parsed(
+    parsed: ParsedSignature,
+    *,
+    method: str,
+    target_uri: str,
+    body: bytes,
+    lookup_key: Callable[[str], VerifyKey | None],
+    now: int,
+    max_skew: int,
+) -> VerifiedRequest:
+    """Verify a parsed signature (RFC 9421 §3.2) over this request's method, URI and body.
+
+    ``lookup_key`` maps a keyid to the caller's verify key, or returns ``None`` (or
+    raises :class:`WrongKey`) for an unknown keyid.
+
+    Raises:
+        MalformedInput: the method or URI is outside the profile, or ``created`` lies
+            outside ``now`` ± ``max_skew`` (:class:`OutsideTimeWindow`).
+        WrongKey: no key is known for the keyid.
+        InvalidSignature: the signature or the body digest does not verify.
+    """
+    values = _component_values(method, target_uri, parsed.content_digest)
+    _check_time(parsed.created, now, max_skew)
+    key = lookup_key(parsed.keyid)
+    if key is None:
+        raise WrongKey(
+            f"no key is registered under keyid {parsed.keyid!r}; register its card first"
+        )
+    base = signature_base(
+        [(name, values[name]) for name in parsed.covered],
+        signature_params(parsed.covered, parsed.params),
+    )
+    key.verify(parsed.signature, b"", base)
+    if not hmac.compare_digest(parsed.digest, sha256(body)):
+        raise InvalidSignature
+    return VerifiedRequest(
+        keyid=parsed.keyid, created=parsed.created, nonce=parsed.nonce, covered=parsed.covered
+    )
+
+
 def verify_request(
     *,
     method: str,
@@ -185,49 +274,19 @@ def verify_request(
     max_skew: int,
     label: str = DEFAULT_LABEL,
 ) -> VerifiedRequest:
-    """Verify a request's signature (RFC 9421 §3.2) under the siko-hub profile.
+    """Verify a request's signature under the siko-hub profile, in one call.
 
-    ``lookup_key`` maps a keyid to the caller's verify key, or returns ``None`` (or
-    raises :class:`WrongKey`) for an unknown keyid. ``headers`` may be any mapping,
-    including a multi-dict: header names are compared case-insensitively and a
-    repeated signature header is refused.
-
-    Raises:
-        MalformedInput: a header is missing, repeated or outside the profile, or
-            ``created`` lies outside ``now`` ± ``max_skew`` (:class:`LimitExceeded`
-            when a size limit is hit).
-        WrongKey: no key is known for the keyid.
-        InvalidSignature: the signature or the body digest does not verify.
+    :func:`parse_signature` then :func:`verify_parsed`; raises as they do.
     """
-    found = _read_headers(headers)
-    values = _component_values(method, target_uri, found["content-digest"])
-    covered, params = _read_signature_input(found["signature-input"], _check_label(label))
-    signature = _read_signature(found["signature"], label)
-    expected = _digest_of(found["content-digest"])
-    created, nonce, keyid = _check_params(params)
-    _check_time(created, now, max_skew)
-    key = lookup_key(keyid)
-    if key is None:
-        raise WrongKey(f"no key is registered under keyid {keyid!r}; register its card first")
-    base = signature_base(
-        [(name, values[name]) for name in covered], signature_params(covered, params)
+    return verify_parsed(
+        parse_signature(headers, label=label),
+        method=method,
+        target_uri=target_uri,
+        body=body,
+        lookup_key=lookup_key,
+        now=now,
+        max_skew=max_skew,
     )
-    key.verify(signature, b"", base)
-    if not hmac.compare_digest(expected, sha256(body)):
-        raise InvalidSignature
-    return VerifiedRequest(keyid=keyid, created=created, nonce=nonce, covered=covered)
-
-
-def peek_keyid_unverified(headers: Mapping[str, str], *, label: str = DEFAULT_LABEL) -> str:
-    """The keyid a request claims, before any check of its signature.
-
-    Lets an asynchronous verifier fetch the key first, then call :func:`verify_request`
-    with a lookup that answers for this keyid only. Raises as :func:`verify_request`
-    does for malformed headers.
-    """
-    found = _read_headers(headers)
-    _, params = _read_signature_input(found["signature-input"], _check_label(label))
-    return _check_params(params)[2]
 
 
 # -- checks and parsing -------------------------------------------------------------

@@ -580,8 +580,24 @@ def test_round_trip_property(body: bytes, method: str, path: str, drift: int) ->
     verify(headers, method=method, target_uri=uri, body=body, now=NOW + drift)
 
 
-def test_peek_keyid_unverified_names_the_claimed_key_before_any_check() -> None:
+def test_parse_signature_names_the_claimed_key_before_any_check() -> None:
     headers = sign()
-    assert httpsig.peek_keyid_unverified(headers) == PARAMS["keyid"]
+    parsed = httpsig.parse_signature(headers)
+    assert (parsed.keyid, parsed.nonce, parsed.created) == (KEYID, NONCE, NOW)
     with pytest.raises(MalformedInput, match="header missing"):
-        httpsig.peek_keyid_unverified({})
+        httpsig.parse_signature({})
+
+
+def test_a_parsed_signature_verifies_like_verify_request() -> None:
+    headers = sign()
+    parsed = httpsig.parse_signature(headers)
+    verified = httpsig.verify_parsed(
+        parsed,
+        method=METHOD,
+        target_uri=URI,
+        body=BODY,
+        lookup_key={KEYID: KEY.public}.get,
+        now=NOW,
+        max_skew=SKEW,
+    )
+    assert verified == verify(headers)
