@@ -311,9 +311,10 @@ async def test_two_sequencers_racing_make_each_event_exactly_one_leaf(
     await asyncio.gather(first.drain_all(), second.drain_all(), first.drain_all())
     assert bench.total() == 202
     await check_exactly_once(bench, redis_db)
-    # Both sequencers wrote some of the leaves, and lost some races without harm.
-    for store in bench.stores:
-        assert any(result is not None for result in store.results)
+    # Who wins how many races depends on scheduling (under load one sequencer may drain
+    # everything first); exactly-once must hold whatever the interleaving. The next test
+    # makes a sequencer lose a race deterministically.
+    assert any(result is not None for store in bench.stores for result in store.results)
 
 
 async def test_a_sequencer_that_lost_the_race_reloads_and_appends_after_the_winner(
