@@ -4,14 +4,17 @@ The middleware, for every path but the public ones:
 
 1. parses the signature headers once and reads the keyid the request claims (before
    trusting anything);
-2. finds the card with that key id and its directory entry; the key must be the
-   entry's current key and the entry active;
+2. finds the card with that key id (cards never change, so it is cached);
 3. verifies the signature over method, target URI (the hub's public base URL plus the
    path and query exactly as received) and the body's Content-Digest, within
-   ``clock_skew_s`` of now;
-4. records the nonce for as long as the request could be accepted (twice the window,
-   plus two seconds because the window is checked in whole seconds), refusing a replay;
-5. puts the caller on the request for the handlers.
+   ``clock_skew_s`` of now, with that card's key;
+4. in one Redis round trip, reads the card's directory entry fresh and records the
+   nonce for as long as the request could be accepted (twice the window, plus two
+   seconds because the window is checked in whole seconds);
+5. refuses the request if the key is not the entry's current key or the entry is not
+   active (and then forgets the nonce it just recorded, so a refused request leaves
+   nothing behind), or if the nonce was seen before (a replay);
+6. puts the caller on the request for the handlers.
 
 Each refusal is its own problem type, and nothing about keys leaks into the detail.
 """
@@ -27,6 +30,8 @@ from aiohttp import web
 from hub.directory import Directory
 from hub.errors import (
     AgencySuspended,
+    HubError,
+    NotFound,
     ReplayedRequest,
     StaleRequest,
     Unauthenticated,
@@ -75,13 +80,17 @@ class Authenticator:
         card = await self.directory.card(keyid) if _is_key_id(keyid) else None
         if card is None:
             raise Unauthenticated("unknown keyid; the key is not registered with this hub")
-        record = await self.directory.agency(card.agency)
-        if record.current_key != card.key_id:
-            raise Unauthenticated("this key was replaced; sign with the agency's current key")
-        if record.status is not Status.ACTIVE:
-            raise AgencySuspended(f"{record.agency} is suspended; ask an administrator")
         verified = self._verify(request, body, parsed, card)
-        if not await self.store.remember_nonce(keyid, verified.nonce, self._nonce_ttl_s):
+        entry, fresh = await self.store.agency_and_nonce(
+            str(card.agency), keyid, verified.nonce, self._nonce_ttl_s
+        )
+        try:
+            record = _current_entry(entry, card)
+        except HubError:
+            if fresh:
+                await self.store.forget_nonce(keyid, verified.nonce)
+            raise
+        if not fresh:
             raise ReplayedRequest("this nonce was already used; sign every request afresh")
         return Caller(record, card)
 
@@ -117,6 +126,17 @@ class Authenticator:
             ) from None
         except KeysError as exc:
             raise Unauthenticated(f"request signature: {exc}") from None
+
+
+def _current_entry(record: AgencyRecord | None, card: AgencyCard) -> AgencyRecord:
+    """The card's directory entry: the card's key must be its current key, and it active."""
+    if record is None:
+        raise NotFound(f"no agency {card.agency} is registered")
+    if record.current_key != card.key_id:
+        raise Unauthenticated("this key was replaced; sign with the agency's current key")
+    if record.status is not Status.ACTIVE:
+        raise AgencySuspended(f"{record.agency} is suspended; ask an administrator")
+    return record
 
 
 def _is_key_id(text: str) -> bool:

@@ -9,8 +9,9 @@ be atomic is one Lua script.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -54,6 +55,49 @@ class AppendResult:
     event_id: str
 
 
+class _Connection(aioredis.Connection):
+    """redis-py's connection, bounding each write with a timer instead of a task.
+
+    With ``socket_timeout`` set, redis-py bounds every write with ``asyncio.wait_for``,
+    which on Python 3.11 runs the write in a Task of its own: a Task and two more turns
+    of the event loop for every command. :func:`asyncio.timeout` bounds it just as well
+    (redis-py bounds its reads that way), and a write that does not wait (the usual
+    case: only ``drain`` waits, when the socket's buffer is full) costs no loop turn.
+    Errors are as redis-py's: a write that times out or fails drops the connection and
+    raises :class:`redis.exceptions.TimeoutError` or ``ConnectionError``.
+    """
+
+    async def send_packed_command(
+        self, command: bytes | str | Iterable[bytes], check_health: bool = True
+    ) -> None:
+        """Send one packed command or pipeline (as redis-py does, see the class)."""
+        if not self.is_connected:
+            await self.connect_check_health(check_health=False)
+        if check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]
+        writer = self._writer
+        if writer is None:
+            raise RedisConnectionError("the connection closed before the write")
+        if isinstance(command, str):
+            command = command.encode()
+        if isinstance(command, bytes):
+            command = [command]
+        try:
+            async with asyncio.timeout(self.socket_timeout):
+                writer.writelines(command)
+                await writer.drain()
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:
+            # A write cut short (cancelled) leaves the stream mid-command: never reuse it.
+            await self.disconnect(nowait=True)
+            raise
+
+
 @contextlib.asynccontextmanager
 async def _translated() -> AsyncIterator[None]:
     try:
@@ -90,6 +134,7 @@ class Store:
         """A store over a new connection pool to ``url`` (retries reconnects briefly)."""
         client = aioredis.Redis.from_url(
             url,
+            connection_class=_Connection,
             socket_timeout=5.0,
             socket_connect_timeout=2.0,
             health_check_interval=10,
@@ -395,6 +440,24 @@ class Store:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     # -- nonces ---------------------------------------------------------------------
+
+    async def agency_and_nonce(
+        self, agency: str, key_id_hex: str, value: str, ttl_s: int
+    ) -> tuple[AgencyRecord | None, bool]:
+        """The directory entry of ``agency`` and :meth:`remember_nonce`, in one round trip.
+
+        Two slots, so not atomic: the caller that refuses the request after seeing the
+        entry forgets the nonce again (:meth:`forget_nonce`).
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keyspace.agencies(), agency)
+            pipe.set(keyspace.nonce(key_id_hex, value), b"1", nx=True, ex=ttl_s)
+            data, stored = await _call(pipe.execute())
+        return (None if data is None else self._parse_agency(data)), bool(stored)
+
+    async def forget_nonce(self, key_id_hex: str, value: str) -> None:
+        """Delete a nonce this request recorded, for a request refused after all."""
+        await _call(self._redis.delete(keyspace.nonce(key_id_hex, value)))
 
     async def remember_nonce(self, key_id_hex: str, value: str, ttl_s: int) -> bool:
         """Record a request nonce; False when it was already seen (a replay)."""
