@@ -33,7 +33,7 @@ from hub.errors import (
 )
 from hub.events import AuditEvent
 from hub.reads import acknowledge
-from hub.records import ChannelRecord, Role
+from hub.records import AgencyRecord, ChannelRecord, Role
 from hub.state import AUDIT, DIRECTORY, SETTINGS, STORE
 from hub.store import AppendResult
 from keys import (
@@ -50,6 +50,7 @@ from keys.statements import Receipt
 routes = web.RouteTableDef()
 
 ENVELOPE_TYPE: Final = "application/vnd.siko.envelope"
+NOTES_ROUTE: Final = "/v1/channels/{channel}/notes"
 MAX_STREAM_ID_PART: Final = 2**64 - 1
 _STREAM_ID: Final = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _LIMIT: Final = re.compile(r"[0-9]{1,6}")
@@ -105,7 +106,7 @@ async def _check_and_append(
     channel: tuple[ChannelRecord, int],
 ) -> AppendResult:
     record, version = channel
-    readers = await request.app[DIRECTORY].agencies(sorted(record.readers()))
+    readers = await _readers(request, caller, sorted(record.readers()))
     reader_keys = {r.agency: r.current_key for r in readers}
     policy.check_post(record, caller.record, envelope.header, reader_keys)
     return await request.app[STORE].append_note(
@@ -118,6 +119,34 @@ async def _check_and_append(
         now_ms=now_ms(),
         event=event.audit,
     )
+
+
+async def _readers(request: web.Request, caller: Caller, names: list[str]) -> list[AgencyRecord]:
+    """The readers' directory entries: as read with the caller's (:func:`prefetch_readers`)
+    when that covered them all, else read now; fresh in this request either way."""
+    if not all(name in caller.entries for name in names):
+        return await request.app[DIRECTORY].agencies(names)
+    readers = []
+    for name in names:
+        entry = caller.entries[name]
+        if entry is None:
+            raise NotFound(f"no agency {name} is registered")
+        readers.append(entry)
+    return readers
+
+
+def prefetch_readers(request: web.Request) -> list[str]:
+    """For a post: the readers of the channel as last read here, to be read with the caller.
+
+    Authentication reads their directory entries in its own round trip (see
+    :data:`hub.auth.PREFETCH`); if the roster has changed since, :func:`_readers` reads
+    what is missing.
+    """
+    route = request.match_info.route.resource
+    if request.method != "POST" or route is None or route.canonical != NOTES_ROUTE:
+        return []
+    known = request.app[STORE].known_channel(request.match_info["channel"])
+    return [] if known is None else sorted(known[0].readers())
 
 
 #: Refusals of the checks that a stale roster could cause: decided again on fresh records.
@@ -142,7 +171,8 @@ async def _append_once(
     stores nothing unless the roster version is still the one checked (and answers a
     retry before looking at the version), so a stale record can only cause a refusal,
     and every refusal is decided again below on fresh records. Every reader's entry is
-    read fresh in one ``HMGET`` either way (a suspension counts at once).
+    read fresh in this request either way (a suspension counts at once): with the
+    caller's during authentication (:func:`prefetch_readers`), else in one ``HMGET``.
 
     A retry is recognised before the roster checks: the roster may have changed since
     the note was stored, and the retry must still learn that it was (not be refused).
@@ -205,7 +235,7 @@ async def _receipt(
     }
 
 
-@routes.post("/v1/channels/{channel}/notes")
+@routes.post(NOTES_ROUTE)
 async def post_note(request: web.Request) -> web.Response:
     """Accept a sealed note for the channel's readers."""
     caller = request[CALLER]

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from hub import api_audit, api_channels, api_directory, api_notes, events, live, metrics, openapi
 from hub.auditlog import AuditLog
-from hub.auth import AUTHENTICATOR, CALLER, Authenticator, auth_middleware
+from hub.auth import AUTHENTICATOR, CALLER, PREFETCH, Authenticator, auth_middleware
 from hub.bootstrap import register_first_admins
 from hub.config import Settings
 from hub.directory import Directory
@@ -164,6 +164,7 @@ def build_app(settings: Settings) -> web.Application:
     app[SHUTTING_DOWN] = {"now": False}
     app[live.SOCKETS] = live.OpenSockets()
     app[REFUSAL_RECORDER] = _record_refusal
+    app[PREFETCH] = api_notes.prefetch_readers
     for table in (
         metrics.routes,
         api_directory.routes,

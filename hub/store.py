@@ -441,19 +441,20 @@ class Store:
 
     # -- nonces ---------------------------------------------------------------------
 
-    async def agency_and_nonce(
-        self, agency: str, key_id_hex: str, value: str, ttl_s: int
-    ) -> tuple[AgencyRecord | None, bool]:
-        """The directory entry of ``agency`` and :meth:`remember_nonce`, in one round trip.
+    async def agencies_and_nonce(
+        self, agencies: Sequence[str], key_id_hex: str, value: str, ttl_s: int
+    ) -> tuple[list[AgencyRecord | None], bool]:
+        """:meth:`get_agencies` and :meth:`remember_nonce`, in one round trip.
 
         Two slots, so not atomic: the caller that refuses the request after seeing the
-        entry forgets the nonce again (:meth:`forget_nonce`).
+        entries forgets the nonce again (:meth:`forget_nonce`).
         """
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hget(keyspace.agencies(), agency)
+            pipe.hmget(keyspace.agencies(), list(agencies))
             pipe.set(keyspace.nonce(key_id_hex, value), b"1", nx=True, ex=ttl_s)
-            data, stored = await _call(pipe.execute())
-        return (None if data is None else self._parse_agency(data)), bool(stored)
+            found, stored = await _call(pipe.execute())
+        records = [None if data is None else self._parse_agency(data) for data in found]
+        return records, bool(stored)
 
     async def forget_nonce(self, key_id_hex: str, value: str) -> None:
         """Delete a nonce this request recorded, for a request refused after all."""
