@@ -190,7 +190,7 @@ class ParsedSignature:
     created: int
     nonce: str
     covered: tuple[str, ...]
-    params: Mapping[str, object]
+    signature_params: str
     signature: bytes
     content_digest: str
     digest: bytes
@@ -207,7 +207,7 @@ def parse_signature(headers: Mapping[str, str], *, label: str = DEFAULT_LABEL) -
             (:class:`LimitExceeded` when a size limit is hit).
     """
     found = _read_headers(headers)
-    covered, params = _read_signature_input(found["signature-input"], _check_label(label))
+    covered, params, inner = _read_signature_input(found["signature-input"], _check_label(label))
     signature = _read_signature(found["signature"], label)
     digest = _digest_of(found["content-digest"])
     created, nonce, keyid = _check_params(params)
@@ -216,7 +216,7 @@ def parse_signature(headers: Mapping[str, str], *, label: str = DEFAULT_LABEL) -
         created=created,
         nonce=nonce,
         covered=covered,
-        params=params,
+        signature_params=inner,
         signature=signature,
         content_digest=found["content-digest"],
         digest=digest,
@@ -252,8 +252,7 @@ def verify_parsed(
             f"no key is registered under keyid {parsed.keyid!r}; register its card first"
         )
     base = signature_base(
-        [(name, values[name]) for name in parsed.covered],
-        signature_params(parsed.covered, parsed.params),
+        [(name, values[name]) for name in parsed.covered], parsed.signature_params
     )
     key.verify(parsed.signature, b"", base)
     if not hmac.compare_digest(parsed.digest, sha256(body)):
@@ -355,7 +354,10 @@ def _digest_of(header: str) -> bytes:
     return _byte_sequence(member, DIGEST, "content-digest")
 
 
-def _read_signature_input(header: str, label: str) -> tuple[tuple[str, ...], dict[str, object]]:
+def _read_signature_input(
+    header: str, label: str
+) -> tuple[tuple[str, ...], dict[str, object], str]:
+    """Covered components, parameters and the member's text (the ``@signature-params``)."""
     member = _parse_member("signature-input", header, label)
     if not isinstance(member, InnerList):
         raise MalformedInput("signature-input: the member must be an inner list")
@@ -365,7 +367,12 @@ def _read_signature_input(header: str, label: str) -> tuple[tuple[str, ...], dic
             raise MalformedInput(f"signature-input: must cover {name!r}")
     if len(covered) != len(COMPONENTS):
         raise MalformedInput(f"signature-input: must cover exactly {' '.join(COMPONENTS)}")
-    return covered, dict(member.params)
+    params = dict(member.params)
+    # The header is canonical (checked above): when our member is its only one, the
+    # header is ``label=`` and the member's serialisation, which need not be made again.
+    if header.startswith(f"{label}=") and "," not in header:
+        return covered, params, header[len(label) + 1 :]
+    return covered, params, str(member)
 
 
 def _component_name(item: Item) -> str:

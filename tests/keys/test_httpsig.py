@@ -588,6 +588,17 @@ def test_parse_signature_names_the_claimed_key_before_any_check() -> None:
         httpsig.parse_signature({})
 
 
+@pytest.mark.parametrize(
+    ("others", "keyid"),
+    [("", KEYID), (', proxy=("@method");created=1', KEYID), ("", "key,with,commas")],
+)
+def test_parsed_signature_params_are_our_member_serialised(others: str, keyid: str) -> None:
+    headers = sign(keyid=keyid)
+    headers["Signature-Input"] += others
+    expected = httpsig.signature_params(httpsig.COMPONENTS, {**PARAMS, "keyid": keyid})
+    assert httpsig.parse_signature(headers).signature_params == expected
+
+
 def test_a_parsed_signature_verifies_like_verify_request() -> None:
     headers = sign()
     parsed = httpsig.parse_signature(headers)
