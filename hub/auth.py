@@ -21,6 +21,7 @@ Each refusal is its own problem type, and nothing about keys leaks into the deta
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -148,8 +149,11 @@ def _current_entry(record: AgencyRecord | None, card: AgencyCard) -> AgencyRecor
     return record
 
 
+_KEY_ID = re.compile(r"[0-9a-f]{32}")
+
+
 def _is_key_id(text: str) -> bool:
-    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+    return _KEY_ID.fullmatch(text) is not None
 
 
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)

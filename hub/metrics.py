@@ -49,6 +49,20 @@ class Metrics:
         self.subscribers = Gauge(
             "siko_subscribers", "Open WebSocket subscriptions", registry=self.registry
         )
+        self._answered: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        """Count and time one answered request.
+
+        The labelled children are looked up once per route and status, not per request:
+        ``labels()`` takes a lock and checks its values every time.
+        """
+        children = self._answered.get((route, status))
+        if children is None:
+            children = self.requests.labels(route, str(status)), self.latency.labels(route)
+            self._answered[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -65,8 +79,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
     metrics = request.app[METRICS]
-    metrics.requests.labels(name, str(response.status)).inc()
-    metrics.latency.labels(name).observe(time.perf_counter() - started)
+    metrics.answered(name, response.status, time.perf_counter() - started)
     refusal = request.get(REFUSAL)
     if refusal is not None:
         metrics.refusals.labels(refusal.slug).inc()
