@@ -112,21 +112,29 @@ class _Connection(aioredis.Connection):
             raise
 
 
+def _unavailable() -> Unavailable:
+    return Unavailable(
+        "the hub cannot reach its storage right now; retry shortly", retry_after=RETRY_AFTER_S
+    )
+
+
 @contextlib.asynccontextmanager
 async def _translated() -> AsyncIterator[None]:
     try:
         yield
     except (RedisError, OSError) as exc:
-        raise Unavailable(
-            "the hub cannot reach its storage right now; retry shortly",
-            retry_after=RETRY_AFTER_S,
-        ) from exc
+        raise _unavailable() from exc
 
 
 async def _call(awaitable: Awaitable[Any]) -> Any:
-    """Await one Redis reply; replies are parsed by the caller, so they are ``Any`` here."""
-    async with _translated():
+    """Await one Redis reply; replies are parsed by the caller, so they are ``Any`` here.
+
+    As :func:`_translated`, written out: this runs for every command.
+    """
+    try:
         return await awaitable
+    except (RedisError, OSError) as exc:
+        raise _unavailable() from exc
 
 
 class Store:
