@@ -365,6 +365,21 @@ async def test_a_post_only_member_is_no_recipient(
     await outsider.post_envelope(CHANNEL, sealed(OUTSIDER))
 
 
+async def test_a_readers_new_key_counts_even_for_a_channel_the_hub_has_read(
+    world: RunningHub, redis_db: redis.Redis
+) -> None:
+    # The first post makes the hub remember the channel; authentication of the next
+    # post then reads the readers' entries with the caller's, and they must be fresh.
+    police = await world.client(POLICE)
+    await police.post_envelope(CHANNEL, sealed())
+    old_envelope = sealed()
+    rotated = Identity.generate(PROSECUTOR, suite=Suite.X25519)
+    await (await world.client(PROSECUTOR)).add_card(PROSECUTOR, rotated.card)
+    with nothing_written(redis_db, nonces=1), pytest.raises(sdk.RecipientsMismatch) as excinfo:
+        await police.post_envelope(CHANNEL, old_envelope)
+    assert_sdk_problem(excinfo, 422, "recipients-mismatch", PROSECUTOR, "old keys")
+
+
 async def test_a_note_sealed_to_a_readers_old_key_is_refused(
     world: RunningHub, redis_db: redis.Redis
 ) -> None:
