@@ -475,7 +475,13 @@ class Store:
             pipe.hmget(keyspace.agencies(), list(agencies))
             pipe.set(keyspace.nonce(key_id_hex, value), b"1", nx=True, ex=ttl_s)
             found, stored = await _call(pipe.execute())
-        records = [None if data is None else self._parse_agency(data) for data in found]
+        try:
+            records = [None if data is None else self._parse_agency(data) for data in found]
+        except Exception:
+            # A damaged entry fails the request: it must leave no nonce behind either.
+            if stored:
+                await self.forget_nonce(key_id_hex, value)
+            raise
         return records, bool(stored)
 
     async def forget_nonce(self, key_id_hex: str, value: str) -> None:
