@@ -591,8 +591,8 @@ def profile_report(path: Path, posts: int, cpu_us: float, commands: dict[str, in
 
 
 def _round_trips(stats: dict[Any, Any]) -> float:
-    """Commands sent alone + pipelines sent (redis-py's packers, counted by cProfile)."""
-    from redis.asyncio.connection import AbstractConnection as Conn
+    """Commands sent alone + pipelines sent (the hub's connection's packers, by cProfile)."""
+    from hub.store import StoreConnection as Conn
 
     single = stats.get(_key(Conn.pack_command), (0, 0, 0, 0, {}))
     batch_key = _key(Conn.pack_commands)

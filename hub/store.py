@@ -57,7 +57,7 @@ class AppendResult:
     event_id: str
 
 
-class _Connection(aioredis.Connection):
+class StoreConnection(aioredis.Connection):
     """redis-py's connection, packing commands in C and bounding writes with a timer.
 
     redis-py's synchronous client packs commands with hiredis (C) when it is installed
@@ -156,7 +156,7 @@ class Store:
         """A store over a new connection pool to ``url`` (retries reconnects briefly)."""
         client = aioredis.Redis.from_url(
             url,
-            connection_class=_Connection,
+            connection_class=StoreConnection,
             socket_timeout=5.0,
             socket_connect_timeout=2.0,
             health_check_interval=10,
