@@ -16,6 +16,7 @@ invalid identifier cannot exist in a typed program:
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 from typing import Final, Self
@@ -31,10 +32,16 @@ SLUG_MAX: Final = 63
 ID_BYTES: Final = 16
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_slug(value: str) -> bool:
+    """The slug rule; remembered, since an envelope names the same agencies again and again."""
+    return SLUG_MIN <= len(value) <= SLUG_MAX and _SLUG.fullmatch(value) is not None
+
+
 def _check_slug(kind: str, value: object) -> str:
     if not isinstance(value, str):
         raise MalformedInput(f"{kind}: expected text")
-    if not SLUG_MIN <= len(value) <= SLUG_MAX or not _SLUG.fullmatch(value):
+    if not _is_slug(str(value)):
         raise MalformedInput(
             f"{kind} must be {SLUG_MIN}-{SLUG_MAX} characters of a-z, 0-9 and single "
             "inner hyphens, starting with a letter (for example 'pp-duisburg')"
