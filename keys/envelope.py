@@ -448,9 +448,8 @@ def _markings_from(record: dict[str, Any]) -> Markings:
 def _recipients_from(items: list[Any]) -> tuple[Recipient, ...]:
     codec.expect_list(items, "rcpt", max_items=MAX_RECIPIENTS)
     recipients = []
-    for item in items:
-        pair = codec.expect_list(item, "rcpt[]", max_items=2)
-        if len(pair) != 2:
+    for pair in items:
+        if type(pair) is not list or len(pair) != 2:
             raise MalformedInput("rcpt[]: expected [agency, key id]")
         recipients.append(Recipient(AgencyId(pair[0]), KeyId(pair[1])))
     if not recipients:
