@@ -24,7 +24,7 @@ from clients.cli_audit import EXIT_ANOMALIES
 from clients.errors import NotMember
 from hub import keyspace
 from hub.state import AUDIT
-from keys import Classification, HandlingCode, KdfParams, Markings, Note, save_identity
+from keys import KdfParams, Note, save_identity
 from keys.checkpoint import Checkpoint
 from keys.merkle import HASH_SIZE
 from tests.clients.conftest import Siko
@@ -32,6 +32,7 @@ from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
+    MARKS,
     POLICE,
     PROSECUTOR,
     RunningHub,
@@ -44,7 +45,6 @@ from tests.hub.conftest import (
 AUDITOR = "ldi-nrw"
 PASSPHRASE = "auditor passphrase"
 ENV = {"SIKO_AUDIT_PASS": PASSPHRASE}
-MARKS = Markings(Classification.VS_NFD, HandlingCode.H1)
 FAST_KDF = KdfParams(memory_kib=8 * 1024, iterations=1, lanes=1)
 
 

@@ -23,6 +23,7 @@ from tests.clients.test_sdk import NOTES_KEY, tamper_newest_note
 from tests.hub.conftest import (
     CHANNEL,
     CITY,
+    MARKS,
     POLICE,
     PROSECUTOR,
     RunningHub,
@@ -31,7 +32,6 @@ from tests.hub.conftest import (
     make_world,
     start_hub,
 )
-from tests.hub.test_refusals import MARKS
 
 PASSPHRASE = "correct horse battery staple"
 ENV = {"SIKO_TEST_PASS": PASSPHRASE}

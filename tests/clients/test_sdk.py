@@ -35,6 +35,7 @@ from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
+    MARKS,
     POLICE,
     PROSECUTOR,
     RunningHub,
@@ -43,7 +44,7 @@ from tests.hub.conftest import (
     make_world,
     start_hub,
 )
-from tests.hub.test_refusals import MARKS, nothing_written, sealed, send, sign
+from tests.hub.test_refusals import nothing_written, sealed, send, sign
 
 NOTES_KEY = keyspace.channel_notes(CHANNEL)
 

@@ -27,9 +27,11 @@ from clients.sdk import HubClient
 from hub.app import build_app
 from hub.config import Settings
 from hub.embedded import free_loopback_port
-from keys import Identity, Suite, save_card
+from keys import Classification, HandlingCode, Identity, Markings, Suite, save_card
 
 CHANNEL = "lage-ruhr"
+#: The markings of the notes the tests post: VS-NfD, handling code H1.
+MARKS = Markings(Classification.VS_NFD, HandlingCode.H1)
 POLICE, PROSECUTOR, CITY, ADMIN = "pp-duisburg", "sta-essen", "stadt-essen", "admin-lka"
 
 

@@ -39,6 +39,7 @@ from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
+    MARKS,
     POLICE,
     PROSECUTOR,
     RunningHub,
@@ -47,7 +48,7 @@ from tests.hub.conftest import (
     make_world,
     start_hub,
 )
-from tests.hub.test_auditlog import MARKS, SECRET, raw_hash, settled_size
+from tests.hub.test_auditlog import SECRET, raw_hash, settled_size
 from tests.hub.test_refusals import (
     Answer,
     assert_problem,

@@ -48,10 +48,8 @@ from keys import (
     ChannelId,
     Classification,
     Envelope,
-    HandlingCode,
     Identity,
     KeyId,
-    Markings,
     Note,
     Suite,
     now_ms,
@@ -73,6 +71,7 @@ from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
+    MARKS,
     POLICE,
     PROSECUTOR,
     RunningHub,
@@ -82,7 +81,6 @@ from tests.hub.conftest import (
     start_hub,
 )
 
-MARKS = Markings(Classification.VS_NFD, HandlingCode.H1)
 #: The text of the notes these tests post: it must never reach the audit log.
 SECRET = "Vertraulich: V-Person wohnt Altendorfer Str. 12, Essen"
 ORIGIN = "test.siko.example/log"

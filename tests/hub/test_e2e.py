@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from keys import Classification, HandlingCode, Markings, Note
-from tests.hub.conftest import CHANNEL, CITY, POLICE, PROSECUTOR, RunningHub
-
-MARKS = Markings(Classification.VS_NFD, HandlingCode.H1)
+from keys import Classification, Note
+from tests.hub.conftest import CHANNEL, CITY, MARKS, POLICE, PROSECUTOR, RunningHub
 
 
 async def test_post_subscribe_open_ack_and_the_sender_sees_the_receipt(world: RunningHub) -> None:

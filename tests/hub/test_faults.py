@@ -33,9 +33,6 @@ from hub import keyspace
 from hub.embedded import EmbeddedRedis
 from hub.live import FEEDS
 from keys import (
-    Classification,
-    HandlingCode,
-    Markings,
     MessageId,
     Note,
     peek_header_unverified,
@@ -45,6 +42,7 @@ from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
+    MARKS,
     POLICE,
     PROSECUTOR,
     RunningHub,
@@ -54,7 +52,6 @@ from tests.hub.conftest import (
     start_hub,
 )
 
-MARKS = Markings(Classification.VS_NFD, HandlingCode.H1)
 STEP_S = 15.0  # the longest any single expected event may take
 
 

@@ -36,10 +36,7 @@ from hub.errors import AgencySuspended
 from hub.feeds import Overflow, Subscriber
 from hub.live import FEEDS
 from keys import (
-    Classification,
-    HandlingCode,
     Identity,
-    Markings,
     Note,
     now_ms,
     peek_header_unverified,
@@ -50,13 +47,13 @@ from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
+    MARKS,
     POLICE,
     PROSECUTOR,
     RunningHub,
     identity,
 )
 
-MARKS = Markings(Classification.VS_NFD, HandlingCode.H1)
 OTHER = "lage-nrw"
 STEP_S = 10.0  # the longest any single expected event may take
 

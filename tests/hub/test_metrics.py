@@ -13,12 +13,13 @@ from clients import errors as sdk
 from keys import Note
 from tests.hub.conftest import (
     CHANNEL,
+    MARKS,
     POLICE,
     PROSECUTOR,
     RunningHub,
 )
 from tests.hub.test_problems import hub_without_redis
-from tests.hub.test_refusals import MARKS, http_session, send, signed
+from tests.hub.test_refusals import http_session, send, signed
 
 _http = pytest.fixture(http_session, name="http")
 _down_hub = pytest.fixture(hub_without_redis, name="down_hub")

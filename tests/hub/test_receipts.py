@@ -25,6 +25,7 @@ from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
+    MARKS,
     POLICE,
     PROSECUTOR,
     RunningHub,
@@ -34,7 +35,7 @@ from tests.hub.conftest import (
     start_hub,
 )
 from tests.hub.test_audit_api import AuditApi, audit_api, sealed_checkpoint
-from tests.hub.test_auditlog import MARKS, SECRET
+from tests.hub.test_auditlog import SECRET
 from tests.hub.test_refusals import sealed
 
 

@@ -54,6 +54,7 @@ from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
+    MARKS,
     POLICE,
     PROSECUTOR,
     RunningHub,
@@ -63,7 +64,6 @@ from tests.hub.conftest import (
 AUDITOR = "bfdi-pruefung"
 NONCE_PREFIX = b"siko:{n:"
 LOG_PREFIX = b"siko:{log}:"
-MARKS = Markings(Classification.VS_NFD, HandlingCode.H1)
 #: The text of every note the refusal tests post: it must never show up in a detail.
 SECRET_TEXT = "Vertraulich: Hinweisgeber wohnt Altendorfer Str. 12"
 NOTES_PATH = f"/v1/channels/{CHANNEL}/notes"

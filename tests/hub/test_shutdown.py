@@ -35,11 +35,12 @@ from clients.subscription import Delivery
 from clients.transport import Transport
 from hub import keyspace
 from hub.live import CLOSE_SERVICE_RESTART
-from keys import Classification, HandlingCode, Markings, MessageId, Note, seal
+from keys import MessageId, Note, seal
 from tests.hub.conftest import (
     ADMIN,
     CHANNEL,
     CITY,
+    MARKS,
     POLICE,
     PROSECUTOR,
     RunningHub,
@@ -49,7 +50,6 @@ from tests.hub.conftest import (
     start_hub,
 )
 
-MARKS = Markings(Classification.VS_NFD, HandlingCode.H1)
 PAUSE_MS = 1200
 STEP_S = 10.0
 REPO = Path(__file__).resolve().parents[2]
