@@ -261,29 +261,40 @@ async def world_at(base_url: str, stack: contextlib.AsyncExitStack) -> dict[str,
     return agency
 
 
+async def subscribed_while_posting(
+    agency: dict[str, HubClient],
+    stack: contextlib.AsyncExitStack,
+    redis_db: redis.Redis,
+    text: str,
+) -> tuple[aiohttp.ClientWebSocketResponse, asyncio.Task[Posted]]:
+    """The prosecutor subscribed and live; a police post held in the hub by paused Redis."""
+    ws = await agency[PROSECUTOR].transport.open_websocket(
+        "/v1/subscribe", params=[("cursor", f"{CHANNEL}:0-0")]
+    )
+    stack.push_async_callback(ws.close)
+    assert await next_frame(ws) == {"t": "live", "ch": CHANNEL}
+    roster = await agency[POLICE].roster(CHANNEL)
+    envelope = seal(
+        Note(text),
+        sender=identity(POLICE),
+        channel=CHANNEL,
+        recipients=roster.reader_cards(),
+        markings=MARKS,
+    )
+    redis_db.client_pause(PAUSE_MS, all=False)
+    post = asyncio.create_task(agency[POLICE].post_envelope(CHANNEL, envelope))
+    await asyncio.sleep(0.3)  # the hub holds it, waiting for the paused write
+    assert not post.done()
+    return ws, post
+
+
 async def test_sigterm_finishes_the_post_in_flight_and_tells_subscribers(
     tmp_path: Path, redis_url: str, redis_db: redis.Redis
 ) -> None:
     async with hub_process(tmp_path, redis_url) as (process, base_url):
         async with contextlib.AsyncExitStack() as stack:
             agency = await world_at(base_url, stack)
-            ws = await agency[PROSECUTOR].transport.open_websocket(
-                "/v1/subscribe", params=[("cursor", f"{CHANNEL}:0-0")]
-            )
-            stack.push_async_callback(ws.close)
-            assert await next_frame(ws) == {"t": "live", "ch": CHANNEL}
-            roster = await agency[POLICE].roster(CHANNEL)
-            envelope = seal(
-                Note("letzte Meldung"),
-                sender=identity(POLICE),
-                channel=CHANNEL,
-                recipients=roster.reader_cards(),
-                markings=MARKS,
-            )
-            redis_db.client_pause(PAUSE_MS, all=False)
-            post = asyncio.create_task(agency[POLICE].post_envelope(CHANNEL, envelope))
-            await asyncio.sleep(0.3)  # the hub holds it, waiting for the paused write
-            assert not post.done()
+            ws, post = await subscribed_while_posting(agency, stack, redis_db, "letzte Meldung")
 
             process.send_signal(signal.SIGTERM)
             assert (await next_frame(ws))["t"] == "reconnect"
@@ -308,23 +319,7 @@ async def test_readyz_answers_503_while_the_hub_shuts_down(
     async with hub_process(tmp_path, redis_url) as (process, base_url):
         async with contextlib.AsyncExitStack() as stack:
             agency = await world_at(base_url, stack)
-            ws = await agency[PROSECUTOR].transport.open_websocket(
-                "/v1/subscribe", params=[("cursor", f"{CHANNEL}:0-0")]
-            )
-            stack.push_async_callback(ws.close)
-            assert await next_frame(ws) == {"t": "live", "ch": CHANNEL}
-            roster = await agency[POLICE].roster(CHANNEL)
-            envelope = seal(
-                Note("im Flug"),
-                sender=identity(POLICE),
-                channel=CHANNEL,
-                recipients=roster.reader_cards(),
-                markings=MARKS,
-            )
-            redis_db.client_pause(PAUSE_MS, all=False)
-            post = asyncio.create_task(agency[POLICE].post_envelope(CHANNEL, envelope))
-            await asyncio.sleep(0.3)
-            assert not post.done()
+            ws, post = await subscribed_while_posting(agency, stack, redis_db, "im Flug")
 
             process.send_signal(signal.SIGTERM)
             # the reconnect frame shows that the hub's on_shutdown has run: it is
