@@ -526,10 +526,20 @@ class Interrupted(Exception):
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (e.g. from a CI runner or ``timeout``) stops the demo like Ctrl-C does."""
+    """SIGTERM (e.g. from a CI runner or ``timeout``) stops the demo like Ctrl-C does.
+
+    It goes to whatever handles SIGINT at that moment: inside :func:`asyncio.run` that is
+    the runner's handler, which cancels the main task, so cleanup runs at an ``await``;
+    raising there from a signal handler instead could land in the middle of a
+    constructor (an aiohttp connector half built, complaining when it is collected).
+    """
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

@@ -137,7 +137,9 @@ def signed_log(size: int, bad: dict[int, str]) -> list[bytes]:
     }
     _, _, fields = decode_record(acked)
     forged["ack"] = EventRecord(
-        EventKind.NOTE_ACKNOWLEDGED, AT, {**fields, "signature": signature[:-1] + b"\0"}
+        EventKind.NOTE_ACKNOWLEDGED,
+        AT,
+        {**fields, "signature": signature[:-1] + bytes([signature[-1] ^ 1])},
     )
     for index in range(len(records), size):
         wrong = bad.get(index)
