@@ -15,14 +15,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import DataError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.utils import HIREDIS_AVAILABLE
 
 from hub import keyspace
 from hub.errors import Conflict, IdempotencyConflict, NotFound, RosterChanged, Unavailable
@@ -73,13 +72,22 @@ class StoreConnection(aioredis.Connection):
     raises :class:`redis.exceptions.TimeoutError` or ``ConnectionError``.
     """
 
-    if HIREDIS_AVAILABLE:  # always, unless the hub was installed without its dependencies
-        _packer: Final = HiredisRespSerializer()
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """One command in the Redis protocol, packed by hiredis's public ``pack_command``.
 
-        def pack_command(self, *args: Any) -> list[bytes]:
-            """One command in the Redis protocol, packed by hiredis."""
-            packed: list[bytes] = self._packer.pack(*args)
-            return packed
+        As redis-py's packers do, a command name with spaces (``"CLIENT SETNAME"``) is
+        split into its words, and a value hiredis cannot pack is a ``DataError``.
+        """
+        head = args[0]
+        words = head.split() if isinstance(head, str | bytes) else [head]
+        command = (
+            *words,
+            *(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args[1:]),
+        )
+        try:
+            return [hiredis.pack_command(command)]
+        except TypeError as exc:
+            raise DataError(str(exc)) from None
 
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True

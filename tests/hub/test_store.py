@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 import redis
+from redis.exceptions import DataError
 
 from hub import keyspace
 from hub.errors import Conflict, IdempotencyConflict, NotFound, RosterChanged, Unavailable
 from hub.events import AuditEvent
 from hub.records import AgencyRecord, ChannelRecord, Kind, Role, Status
-from hub.store import Store
+from hub.store import Store, StoreConnection
 from keys import AgencyId, ChannelId, Classification, KeyId, now_ms
 from keys.leaf import EventKind
 from tests.hub.test_refusals import value_of
@@ -485,3 +486,29 @@ async def test_redis_errors_become_unavailable_with_retry_after(
 async def test_ping_answers_false_instead_of_raising(unreachable: Store, store: Store) -> None:
     assert await unreachable.ping() is False
     assert await store.ping() is True
+
+
+# -- the connection's command packer (hiredis) -------------------------------------------
+
+
+async def test_commands_of_every_argument_type_reach_redis_as_sent(
+    store: Store, redis_db: redis.Redis
+) -> None:
+    """Names of several words are split, as redis-py's packers do; bytes, memoryviews,
+    text, integers and floats arrive as the server would store them from redis-py."""
+    client = store.client
+    await client.execute_command("CLIENT SETNAME", "siko-packer")
+    assert await client.execute_command("CLIENT GETNAME") == "siko-packer"
+    await client.execute_command(b"RPUSH", "k", b"\x00\xffraw", memoryview(b"view"), 7, 2.5)
+    await client.execute_command("RPUSH", bytearray(b"k"), "ü")
+    assert redis_db.lrange("k", 0, -1) == [b"\x00\xffraw", b"view", b"7", b"2.5", "ü".encode()]
+
+
+async def test_a_value_hiredis_cannot_pack_is_a_data_error_and_nothing_is_sent(
+    store: Store, redis_db: redis.Redis
+) -> None:
+    connection = StoreConnection()
+    for bad in (None, {"a": 1}, object()):
+        with pytest.raises(DataError):
+            connection.pack_command("SET", "k", bad)
+    assert redis_db.dbsize() == 0
