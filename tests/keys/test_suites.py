@@ -164,6 +164,18 @@ def test_verify_refuses_non_canonical_s() -> None:
         VerifyKey(RFC8032_PUBLIC).verify(malleated, b"", b"")
 
 
+def test_verify_refuses_a_small_order_key_that_signs_everything() -> None:
+    """The identity point as a public key, with R the identity and S = 0, passes a
+    cofactorless check for every message; OpenSSL accepts it, libsodium (ours) does not."""
+    identity_point = b"\x01" + bytes(31)
+    trivial = identity_point + bytes(32)
+    lax = ed25519.Ed25519PublicKey.from_public_bytes(identity_point)
+    lax.verify(trivial, CONTEXT + b"any message at all")  # what a lax verifier allows
+    for message in (b"", b"any message at all"):
+        with pytest.raises(InvalidSignature):
+            VerifyKey(identity_point).verify(trivial, CONTEXT, message)
+
+
 @pytest.mark.parametrize("size", [0, 31, 33, 64])
 def test_ed25519_keys_refuse_bad_sizes(size: int) -> None:
     with pytest.raises(MalformedInput, match="signing key: expected 32 bytes"):
