@@ -57,6 +57,7 @@ MIN_ENVELOPE_BYTES: Final = 1024
 MAX_ENVELOPE_BYTES: Final = 2 * 1024 * 1024
 MAX_SHUTDOWN_GRACE_S: Final = 3600.0
 MAX_PAGE_LIMIT: Final = 10_000
+MAX_WORKERS: Final = 64
 
 
 class ConfigError(Exception):
@@ -295,6 +296,16 @@ SETTINGS: Final[tuple[SettingSpec, ...]] = (
         "TCP port the HTTP server listens on.",
         _INT,
         _int_between(1, 65535),
+    ),
+    SettingSpec(
+        "workers",
+        "--workers",
+        "COUNT",
+        f"an integer 1-{MAX_WORKERS}",
+        "Hub worker processes serving HOST:PORT together, one per core (the hub is "
+        "CPU-bound); 1: one process, no supervisor.",
+        _INT,
+        _int_between(1, MAX_WORKERS),
     ),
     SettingSpec(
         "public_url",
@@ -552,6 +563,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8470
+    workers: int = 1
     public_url: str | None = None
     redis_url: str | None = None
     data_dir: Path = Path("data")

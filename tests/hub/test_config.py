@@ -59,6 +59,7 @@ def test_environment_variable_names() -> None:
     assert [spec.env for spec in SETTINGS] == [
         "SIKO_HOST",
         "SIKO_PORT",
+        "SIKO_WORKERS",
         "SIKO_PUBLIC_URL",
         "SIKO_REDIS_URL",
         "SIKO_DATA_DIR",
@@ -294,6 +295,52 @@ def test_overridden_values_are_checked_too(toml: Path) -> None:
     )
 
 
+# -- workers: one process, or a supervisor and N workers on one port -------------------
+
+
+def test_workers_default_to_one_process_and_come_from_every_source(toml: Path) -> None:
+    assert Settings().workers == 1
+    assert load(flags={"workers": "4"}).workers == 4
+    assert load(env={"SIKO_WORKERS": " 64 "}).workers == 64
+    toml.write_text("workers = 2\n", encoding="utf-8")
+    settings, origins = Settings.load_with_origins(flags={}, env={}, config_file=toml)
+    assert settings.workers == 2
+    assert origins["workers"] == f"workers (config file {toml})"
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two", "1.5", "-2", ""])
+def test_workers_refusals_name_the_source_and_the_range(value: str) -> None:
+    assert refusal({"workers": value}) == (
+        f"--workers={value!r} (command line): expected an integer 1-64"
+    )
+
+
+def test_workers_refusals_from_environment_and_file(toml: Path) -> None:
+    assert refusal(env={"SIKO_WORKERS": "65"}) == (
+        "SIKO_WORKERS='65' (environment): expected an integer 1-64"
+    )
+    toml.write_text("workers = 'two'\n", encoding="utf-8")
+    assert refusal(config_file=toml) == (
+        f"workers='two' (config file {toml}): expected an integer 1-64, got a string"
+    )
+    toml.write_text("workers = 0\n", encoding="utf-8")
+    assert refusal(config_file=toml) == (
+        f"workers=0 (config file {toml}): expected an integer 1-64"
+    )
+
+
+@pytest.mark.parametrize("value", [0, 65, True, 2.0, "2"])
+def test_workers_constructor_refuses(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"^workers=.* \(Settings\): expected an integer 1-64$"):
+        Settings(workers=value)  # type: ignore[arg-type]
+
+
+def test_workers_need_a_fixed_port() -> None:
+    """Each worker binds HOST:PORT itself: a port chosen by the kernel (0) would differ."""
+    message = refusal({"workers": "2", "port": "0"})
+    assert message == "--port='0' (command line): expected an integer 1-65535"
+
+
 # -- the TOML file ---------------------------------------------------------------------
 
 
@@ -302,7 +349,7 @@ def test_unknown_toml_key_suggests_the_near_one(toml: Path) -> None:
     message = refusal(config_file=toml)
     assert message.startswith(f"unknown setting 'prot' in config file {toml}: ")
     assert "did you mean 'port'?" in message
-    assert "allowed keys: host, port, public_url" in message
+    assert "allowed keys: host, port, workers, public_url" in message
 
 
 def test_unknown_toml_table(toml: Path) -> None:
