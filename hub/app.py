@@ -6,6 +6,14 @@ releases it, in reverse order on shutdown: the Redis connection (starting the em
 administrators, and the live feeds. On shutdown the hub first answers new requests with
 503 ``shutting-down`` and tells every subscriber to reconnect; requests in flight finish
 (aiohttp waits for them up to ``shutdown_grace_s``).
+
+A lone hub (``workers = 1``) does its once-only start work itself: it starts the
+embedded Redis, makes the audit log key at first start and registers the first
+administrators. A worker of ``siko hub serve --workers N`` is a :class:`Replica`: its
+supervisor (:mod:`hub.workers`) did that work once, with :func:`prepare`, and the worker
+only connects and loads the key, so a worker restarted later can never make a second
+log key or start a second Redis. Start failures are one :class:`StartError` with a
+message for the operator.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from aiohttp import web
@@ -21,8 +31,8 @@ from aiohttp import web
 from hub import api_audit, api_channels, api_directory, api_notes, events, live, metrics, openapi
 from hub.auditlog import AuditLog
 from hub.auth import AUTHENTICATOR, CALLER, PREFETCH, Authenticator, auth_middleware
-from hub.bootstrap import register_first_admins
-from hub.config import Settings
+from hub.bootstrap import BootstrapError, register_first_admins
+from hub.config import Settings, mask_redis_url
 from hub.directory import Directory
 from hub.embedded import EmbeddedRedis
 from hub.errors import HubError, ShuttingDown
@@ -33,7 +43,7 @@ from hub.problems import REFUSAL_RECORDER, problems_middleware
 from hub.records import Kind
 from hub.state import AUDIT, DIRECTORY, SETTINGS, STORE
 from hub.store import Store
-from keys import now_ms
+from keys import KeysError, now_ms
 from keys.logkey import LogKey
 
 log = logging.getLogger("hub")
@@ -44,6 +54,24 @@ DRAIN_S: Final = 1.0
 
 class StartError(Exception):
     """The hub cannot start with these settings and files; the message says why."""
+
+
+@dataclass(frozen=True)
+class Replica:
+    """What a worker of ``siko hub serve --workers N`` is told by its supervisor.
+
+    Attributes:
+        redis_url: the Redis to use, the embedded one's included (it holds a password:
+            it is never in a ``repr``, a log line or a command line).
+        metrics_dir: where every worker keeps its metric values (prometheus_client's
+            multiprocess mode), so that any worker's ``/metrics`` reports the whole hub.
+    """
+
+    redis_url: str = field(repr=False)
+    metrics_dir: Path
+
+
+REPLICA = web.AppKey("replica", Replica)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -57,18 +85,29 @@ async def shutdown_guard(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
+async def start_embedded_redis(settings: Settings) -> EmbeddedRedis:
+    """Start the embedded redis-server in the data folder (no Redis URL configured)."""
+    embedded = EmbeddedRedis(
+        settings.data_dir / "redis",
+        binary=settings.redis_server,
+        appendfsync=settings.appendfsync,
+    )
+    await embedded.start()
+    log.info("embedded redis-server started on 127.0.0.1:%d", embedded.port)
+    return embedded
+
+
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    replica = app.get(REPLICA)
     embedded = None
-    url = settings.redis_url
-    if url is None:
-        embedded = EmbeddedRedis(
-            settings.data_dir / "redis",
-            binary=settings.redis_server,
-            appendfsync=settings.appendfsync,
-        )
-        url = await embedded.start()
-        log.info("embedded redis-server started on 127.0.0.1:%d", embedded.port)
+    if replica is not None:
+        url = replica.redis_url
+    elif settings.redis_url is not None:
+        url = settings.redis_url
+    else:
+        embedded = await start_embedded_redis(settings)
+        url = embedded.url
     store = Store.connect(url)
     app[STORE] = store
     app[DIRECTORY] = Directory(store)
@@ -76,13 +115,52 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         app[DIRECTORY], store, settings.base_url, settings.clock_skew_s
     )
     try:
-        await register_first_admins(store, settings.admin_cards)
-        await _announce(store, settings)
+        if replica is None:
+            await _first_admins(store, url, settings)
+            await _announce(store, settings)
+        else:  # a restarted worker starts, and answers 503, while Redis is away
+            log.info("serving on %s, one of %d workers", settings.base_url, settings.workers)
         yield
     finally:
         await store.close()
         if embedded is not None:
             await embedded.stop()
+
+
+async def _first_admins(store: Store, url: str, settings: Settings) -> None:
+    """Check that Redis answers, then register the first administrators.
+
+    Raises:
+        StartError: Redis does not answer, or a card cannot be registered.
+    """
+    if not await store.ping():
+        raise StartError(
+            f"Redis at {mask_redis_url(url)} does not answer; check the address and "
+            "password in --redis (SIKO_REDIS_URL) and that the server is running"
+        )
+    try:
+        await register_first_admins(store, settings.admin_cards)
+    except (BootstrapError, HubError) as exc:
+        raise StartError(f"cannot register the first administrators: {exc}") from None
+
+
+async def prepare(settings: Settings, redis_url: str) -> None:
+    """The once-only start work of a supervisor, done before its workers start.
+
+    The same steps a lone hub takes while it starts: the audit log key is loaded or made,
+    Redis must answer, the first administrators are registered. Its workers, as
+    :class:`Replica` s, then neither make a key nor register anyone.
+
+    Raises:
+        StartError: as :func:`build_app`'s start would, with the same messages.
+    """
+    _log_key(settings, make=True)
+    store = Store.connect(redis_url)
+    try:
+        await _first_admins(store, redis_url, settings)
+        await _announce(store, settings)
+    finally:
+        await store.close()
 
 
 async def _announce(store: Store, settings: Settings) -> None:
@@ -96,11 +174,20 @@ async def _announce(store: Store, settings: Settings) -> None:
         )
 
 
-def _log_key(settings: Settings) -> LogKey:
-    """The audit log's key: loaded, or made at first start (mode 0600)."""
+def _log_key(settings: Settings, *, make: bool) -> LogKey:
+    """The audit log's key: loaded, or made at first start (mode 0600) when ``make``.
+
+    A worker of several never makes it (``make=False``): its supervisor did at start, and
+    a key missing later means the file was moved away, not that the log is new.
+    """
     path = settings.log_key_path
-    if path.exists():
-        key = LogKey.load(path)
+    if path.exists() or not make:
+        try:
+            key = LogKey.load(path)
+        except KeysError as exc:
+            raise StartError(
+                f"audit log key {exc}; restore the file from backup, or point --log-key at it"
+            ) from None
         if key.origin != settings.origin:
             raise StartError(
                 f"{path} signs for log {key.origin!r}, but this hub is configured as "
@@ -118,7 +205,7 @@ async def _audit(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     audit = AuditLog(
         LogStore(app[STORE].client),
-        _log_key(settings),
+        _log_key(settings, make=REPLICA not in app),
         checkpoint_interval_s=settings.checkpoint_interval_s,
     )
     app[AUDIT] = audit
@@ -153,14 +240,16 @@ async def _record_refusal(request: web.Request, error: HubError) -> None:
     await request.app[AUDIT].record_refusal(event)
 
 
-def build_app(settings: Settings) -> web.Application:
-    """The hub as an aiohttp application (not yet started)."""
+def build_app(settings: Settings, *, replica: Replica | None = None) -> web.Application:
+    """The hub as an aiohttp application (not yet started); a worker passes its ``replica``."""
     app = web.Application(
         middlewares=[metrics_middleware, problems_middleware, shutdown_guard, auth_middleware],
         client_max_size=settings.max_envelope_bytes + 64 * 1024,
     )
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
+    if replica is not None:
+        app[REPLICA] = replica
+    app[METRICS] = Metrics(multiprocess_dir=replica.metrics_dir if replica else None)
     app[SHUTTING_DOWN] = {"now": False}
     app[live.SOCKETS] = live.OpenSockets()
     app[REFUSAL_RECORDER] = _record_refusal
@@ -180,16 +269,27 @@ def build_app(settings: Settings) -> web.Application:
     return app
 
 
-def run(settings: Settings) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully."""
+def configure_logging(settings: Settings, *, tag: str = "") -> None:
+    """Log lines to stderr at the configured level; ``tag`` names the process of several."""
     logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level,
+        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
     )
+
+
+def run(settings: Settings) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM), then shut down gracefully.
+
+    Raises:
+        StartError: the hub cannot start with these settings, files or Redis.
+        EmbeddedRedisError: the embedded redis-server cannot be found or started.
+    """
+    configure_logging(settings)
     log.info("starting siko hub: %s", settings.describe())
-    asyncio.run(_serve(settings))
+    asyncio.run(serve(settings))
 
 
-async def _serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, replica: Replica | None = None) -> None:
     """Serve; on a signal, drain while still listening, then close.
 
     Not ``web.run_app``: its cleanup closes the listener before the app's on_shutdown
@@ -198,12 +298,18 @@ async def _serve(settings: Settings) -> None:
     Here the hub first says it is shutting down (503, subscribers told to reconnect),
     keeps listening for :data:`DRAIN_S` (at most the grace period), and only then lets
     aiohttp close the listener and wait up to ``shutdown_grace_s`` for what is in flight.
+    A worker (``replica``) binds with SO_REUSEPORT, beside its siblings on the same port.
     """
-    app = build_app(settings)
+    app = build_app(settings, replica=replica)
     runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace_s, access_log=None)
     try:
         await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=replica is not None)
+        try:
+            await site.start()
+        except OSError as exc:
+            where = f"{settings.host}:{settings.port}"
+            raise StartError(f"cannot listen on {where}: {exc.strerror}") from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

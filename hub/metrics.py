@@ -5,6 +5,14 @@ shutting down (a load balancer sends traffic only while it is 200). Metrics live
 registry of this application, not the global one, so several hubs in one process (the
 tests) never mix their counts. Labels carry problem slugs and route names, never ids of
 agencies or notes.
+
+The workers of ``siko hub serve --workers N`` are one hub, so a scrape must count all of
+them, whichever worker answers it: there each worker writes its values to files in one
+folder (prometheus_client's multiprocess mode, which ``PROMETHEUS_MULTIPROC_DIR`` in the
+worker's environment switches on before the library is imported) and ``/metrics`` adds up
+every worker's files, those of workers that have exited included, so counters never go
+back. The subscriber gauge counts live workers only (``livesum``; the supervisor removes
+an exited worker's gauge file).
 """
 
 from __future__ import annotations
@@ -12,10 +20,12 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from hub.problems import REFUSAL
 from hub.state import STORE
@@ -25,29 +35,48 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass
 class Metrics:
-    """The hub's Prometheus metrics."""
+    """The hub's Prometheus metrics; ``registry`` is what ``/metrics`` exposes.
 
+    Args:
+        multiprocess_dir: a worker of several: the folder of every worker's values.
+            ``registry`` then reads them all, and this process's metrics are in no
+            registry (their values go to its file there).
+
+    Raises:
+        RuntimeError: ``multiprocess_dir`` without multiprocess mode switched on.
+    """
+
+    multiprocess_dir: Path | None = None
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        owner: CollectorRegistry | None = self.registry
+        if self.multiprocess_dir is not None:
+            if not values.ValueClass._multiprocess:
+                raise RuntimeError(
+                    "metrics of several workers need PROMETHEUS_MULTIPROC_DIR in the "
+                    "environment before prometheus_client is imported"
+                )
+            MultiProcessCollector(self.registry, path=str(self.multiprocess_dir))  # type: ignore[no-untyped-call]
+            owner = None
         self.requests = Counter(
-            "siko_requests", "Requests answered", ["route", "status"], registry=self.registry
+            "siko_requests", "Requests answered", ["route", "status"], registry=owner
         )
         self.refusals = Counter(
-            "siko_refusals",
-            "Requests refused, by problem type",
-            ["problem"],
-            registry=self.registry,
+            "siko_refusals", "Requests refused, by problem type", ["problem"], registry=owner
         )
         self.latency = Histogram(
             "siko_request_seconds",
             "Time to answer a request",
             ["route"],
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-            registry=self.registry,
+            registry=owner,
         )
         self.subscribers = Gauge(
-            "siko_subscribers", "Open WebSocket subscriptions", registry=self.registry
+            "siko_subscribers",
+            "Open WebSocket subscriptions",
+            registry=owner,
+            multiprocess_mode="livesum",
         )
         self._answered: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 

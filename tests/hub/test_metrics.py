@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.multiprocess import mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
 from clients import errors as sdk
+from hub.metrics import Metrics
 from keys import Note
 from tests.hub.conftest import (
     CHANNEL,
@@ -20,6 +26,8 @@ from tests.hub.conftest import (
 )
 from tests.hub.test_problems import hub_without_redis
 from tests.hub.test_refusals import http_session, send, signed
+
+ROOT = Path(__file__).resolve().parents[2]
 
 _http = pytest.fixture(http_session, name="http")
 _down_hub = pytest.fixture(hub_without_redis, name="down_hub")
@@ -119,3 +127,65 @@ async def test_readyz_is_503_while_redis_is_unreachable_and_healthz_stays_200(
     answer = await signed(http, down_hub, "GET", "/v1/agencies")
     assert answer.status == 503
     assert refusals(await scrape(down_hub, http))["unavailable"] == 1
+
+
+# -- several workers: one hub's metrics, whichever worker is scraped --------------------
+
+#: A worker's metrics: count requests and subscribers, then print its pid and a scrape.
+_WORKER = """
+import os, sys
+from pathlib import Path
+
+from prometheus_client import generate_latest
+
+from hub.metrics import Metrics
+
+metrics = Metrics(multiprocess_dir=Path(sys.argv[1]))
+for _ in range(int(sys.argv[2])):
+    metrics.answered("/v1/agencies", 200, 0.001)
+metrics.refusals.labels("not-found").inc()
+metrics.subscribers.inc(int(sys.argv[3]))
+print(os.getpid())
+print(generate_latest(metrics.registry).decode())
+"""
+
+
+def run_worker(folder: Path, requests: int, subscribers: int) -> tuple[int, str]:
+    """A process in multiprocess mode, as hub.workers starts them: its pid and scrape."""
+    env = dict(os.environ) | {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    done = subprocess.run(
+        [sys.executable, "-c", _WORKER, str(folder), str(requests), str(subscribers)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    pid, _, text = done.stdout.partition("\n")
+    return int(pid), text
+
+
+def test_workers_metrics_add_up_and_an_exited_workers_gauge_leaves(tmp_path: Path) -> None:
+    first, _ = run_worker(tmp_path, requests=3, subscribers=2)
+    _, text = run_worker(tmp_path, requests=4, subscribers=1)
+    route = (("route", "/v1/agencies"), ("status", "200"))
+    assert samples(text, "siko_requests_total")[route] == 7
+    assert samples(text, "siko_request_seconds_count")[(("route", "/v1/agencies"),)] == 7
+    assert refusals(text) == Counter({"not-found": 2})
+    assert samples(text, "siko_subscribers")[()] == 3
+
+    mark_process_dead(first, str(tmp_path))  # type: ignore[no-untyped-call]  # as the supervisor does
+    _, text = run_worker(tmp_path, requests=0, subscribers=0)
+    assert samples(text, "siko_requests_total")[route] == 7, "counters never go back"
+    assert samples(text, "siko_subscribers")[()] == 1, "only live workers' subscribers"
+
+
+def test_a_metrics_folder_without_multiprocess_mode_is_a_programming_error(
+    tmp_path: Path,
+) -> None:
+    """Without PROMETHEUS_MULTIPROC_DIR at import, values stay in memory: scrapes of the
+    folder would silently miss this process, so the hub refuses to start that way."""
+    with pytest.raises(RuntimeError, match="PROMETHEUS_MULTIPROC_DIR"):
+        Metrics(multiprocess_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
