@@ -76,10 +76,10 @@ def machine_busy_seconds() -> float:
 
 
 class CpuMeter:
-    """Cores kept busy by named processes, and by everything else, over a window."""
+    """Cores kept busy by named processes (or groups of them), and by everything else."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
+    def __init__(self, pids: dict[str, int | tuple[int, ...]]) -> None:
+        self.pids = {name: (p,) if isinstance(p, int) else p for name, p in pids.items()}
         self._start = (0.0, 0.0, dict.fromkeys(pids, 0.0))
         self.used: dict[str, float] = {}
         self.wall_s = 0.0
@@ -87,14 +87,16 @@ class CpuMeter:
 
     def start(self) -> None:
         """Open the window."""
-        own = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        own = {name: sum(map(cpu_seconds, pids)) for name, pids in self.pids.items()}
         self._start = (time.monotonic(), machine_busy_seconds(), own)
 
     def stop(self) -> CpuMeter:
         """Close the window; the figures are on the meter."""
         began, busy, own = self._start
         self.wall_s = time.monotonic() - began
-        self.used = {name: cpu_seconds(pid) - own[name] for name, pid in self.pids.items()}
+        self.used = {
+            name: sum(map(cpu_seconds, pids)) - own[name] for name, pids in self.pids.items()
+        }
         self.other_s = max(0.0, machine_busy_seconds() - busy - sum(self.used.values()))
         return self
 

@@ -7,15 +7,17 @@ Run from the repository root (docs/BENCHMARKS.md records a run)::
     .venv/bin/python bench/hub.py --tiny     # tiniest counts (tests/bench, ~10 s)
 
 Everything runs on 127.0.0.1 on a Redis this script starts (:mod:`hub.embedded`,
-append-only, ``everysec``). Two server processes share it: the hub
+append-only, ``everysec``). Two servers share it, each as ``--workers`` processes on one
+port (SO_REUSEPORT, as ``siko hub serve --workers N``): the hub
 (:func:`hub.app.build_app`) and the bare baseline (:class:`Bare`: ``POST`` XADDs the
 body with no checks; a WebSocket fans out an ``XREAD BLOCK`` loop). The load generator
 is this process; the WebSocket subscribers run in one more process. Every 1 KB note is
-sealed for the channel's readers (hybrid suite) before anything is timed.
+sealed for the channel's readers (hybrid suite), and every hub post's request signed
+(:class:`Presigned`), before its run is timed.
 
-1. Throughput: 64 concurrent clients post for a bounded count or time, closed loop. The
-   hub path is :meth:`clients.sdk.HubClient.post_envelope` (signed request, verified,
-   stored, audited, receipt); the baseline posts the same bytes with plain aiohttp.
+1. Throughput: 64 concurrent clients post for a bounded count or time, closed loop. A
+   hub post is verified (request and envelope signatures), checked, stored, audited and
+   answered with a signed receipt; the baseline posts the same bytes with plain aiohttp.
    Each run prints the server process's CPU µs per post, and the cores used by the
    server, Redis, the load generator and everything else on the machine.
 2. Latency: subscribers hold WebSockets; one poster posts at a fixed rate (open loop,
@@ -77,8 +79,9 @@ from bench._harness import (
 from clients.sdk import HubClient
 from clients.transport import Transport
 from hub.embedded import free_loopback_port
-from keys import AgencyCard, Identity, Markings, Note, Suite, now_ms, save_card
+from keys import AgencyCard, Identity, Markings, Note, Suite, VerifyKey, now_ms, save_card
 from keys import seal as seal_note
+from keys._suites import SigningKey
 from keys.markings import Classification, HandlingCode
 
 CHANNEL: Final = "bench"
@@ -108,6 +111,11 @@ class Plan:
     profile_posts: int = 1000
     warmup: int = 128
     profile_out: Path | None = None  # also keep the hub's raw cProfile stats here
+    workers: int = 2  # processes per server (hub and bare alike), on one port
+
+    def quota(self) -> int:
+        """Envelopes each client gets for one throughput run (warm-up included)."""
+        return math.ceil((self.posts + self.warmup) / CLIENTS) + 1
 
     @property
     def live_notes(self) -> int:
@@ -121,7 +129,7 @@ QUICK: Final = Plan(
 )
 # The smoke test's (tests/bench): proves that the script runs, measures nothing. Fields:
 # readers, posts, run_s, rounds, rate, live_s, subscribers, drain_s.
-TINY: Final = Plan(2, 32, 3.0, 1, 50, 0.4, 2, 3.0, profile_posts=32, warmup=8)
+TINY: Final = Plan(2, 32, 3.0, 1, 50, 0.4, 2, 3.0, profile_posts=32, warmup=8, workers=1)
 
 
 # -- the two servers, each in a process of its own ----------------------------------
@@ -191,12 +199,17 @@ class Bare:
         await self.client.aclose()
 
 
-def serve(kind: str, port: int, redis_url: str, folder: str) -> None:
-    """Server process: serve until SIGTERM; SIGUSR1/SIGUSR2 start/stop cProfile."""
-    asyncio.run(_serve(kind, port, redis_url, Path(folder)))
+def serve(kind: str, port: int, redis_url: str, folder: str, ready: Any) -> None:
+    """Server process: serve until SIGTERM; SIGUSR1/SIGUSR2 start/stop cProfile.
+
+    Every process of a server binds the same port with SO_REUSEPORT (the kernel spreads
+    connections over them), as ``siko hub serve --workers N`` does; ``ready`` is set once
+    this one listens.
+    """
+    asyncio.run(_serve(kind, port, redis_url, Path(folder), ready))
 
 
-async def _serve(kind: str, port: int, redis_url: str, folder: Path) -> None:
+async def _serve(kind: str, port: int, redis_url: str, folder: Path, ready: Any) -> None:
     if kind == "hub":
         from hub.app import build_app
         from hub.config import Settings
@@ -214,7 +227,8 @@ async def _serve(kind: str, port: int, redis_url: str, folder: Path) -> None:
         app = Bare(redis_url).app()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
+    ready.set()
     loop, stop = asyncio.get_running_loop(), asyncio.Event()
     profiler = cProfile.Profile()
 
@@ -222,9 +236,9 @@ async def _serve(kind: str, port: int, redis_url: str, folder: Path) -> None:
         # Written under another name, then renamed: the load generator waits for the
         # final name, so it never reads a half-written file.
         profiler.disable()
-        partial = folder / f"{kind}.prof.partial"
+        partial = folder / f"{kind}-{os.getpid()}.prof.partial"
         profiler.dump_stats(partial)
-        partial.replace(folder / f"{kind}.prof")
+        partial.replace(folder / f"{kind}-{os.getpid()}.prof")
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, profiler.enable)
@@ -233,30 +247,41 @@ async def _serve(kind: str, port: int, redis_url: str, folder: Path) -> None:
     await runner.cleanup()
 
 
-async def start_server(kind: str, redis_url: str, folder: Path) -> tuple[Any, str]:
-    """Start a server process; its process and base URL once ``/healthz`` answers."""
+async def start_server(
+    kind: str, redis_url: str, folder: Path, workers: int
+) -> tuple[list[Any], str]:
+    """Start a server's processes on one port; them and the base URL once all listen.
+
+    The first one starts alone: a hub's first start makes the audit log key file and
+    registers the administrator, which its replicas then find.
+    """
     port = free_loopback_port()
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=serve, args=(kind, port, redis_url, str(folder)), daemon=True)
-    proc.start()
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        return proc, url
-            await asyncio.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the {kind} server did not answer on {url} within 30 s")
+    procs: list[Any] = []
+    try:
+        for _ in range(workers):
+            ready = ctx.Event()
+            proc = ctx.Process(
+                target=serve, args=(kind, port, redis_url, str(folder), ready), daemon=True
+            )
+            proc.start()
+            procs.append(proc)
+            if not await asyncio.to_thread(ready.wait, 30.0):
+                raise RuntimeError(f"a {kind} server process did not listen within 30 s")
+    except BaseException:
+        stop_server(procs)
+        raise
+    return procs, f"http://127.0.0.1:{port}"
 
 
-def stop_server(proc: Any) -> None:
+def stop_server(procs: Sequence[Any]) -> None:
     """SIGTERM, then wait (kill after 10 s)."""
-    proc.terminate()
-    proc.join(10)
-    if proc.is_alive():
-        proc.kill()
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
 
 
 # -- identities and envelopes -----------------------------------------------------
@@ -547,9 +572,11 @@ def _key(func: Any) -> tuple[str, int, str]:
     return code.co_filename, code.co_firstlineno, code.co_name
 
 
-def profile_report(path: Path, posts: int, cpu_us: float, commands: dict[str, int]) -> str:
+def profile_report(
+    profile: pstats.Stats, posts: int, cpu_us: float, commands: dict[str, int]
+) -> str:
     """Per-post CPU of each step, Ed25519 calls, Redis round trips and commands."""
-    stats: dict[Any, Any] = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    stats: dict[Any, Any] = profile.stats  # type: ignore[attr-defined]
     idle = sum(v[2] for k, v in stats.items() if "of 'select.epoll' objects" in k[2])
     total = sum(row[2] for row in stats.values()) - idle  # waiting in epoll is not work
 
@@ -561,11 +588,9 @@ def profile_report(path: Path, posts: int, cpu_us: float, commands: dict[str, in
         _, calls, _, cum, _ = stats.get(_key(func), (0, 0, 0.0, 0.0, {}))
         count = "" if inspect.iscoroutinefunction(func) else f"{calls / posts:.2f}"
         rows.append([label, count, *cells(cum)])
-    for what in ("verify", "sign"):
-        name = f"<method '{what}' of "
-        hits = [v for k, v in stats.items() if k[2].startswith(name) and "Ed25519" in k[2]]
-        calls, own = sum(v[1] for v in hits), sum(v[2] for v in hits)
-        rows.append([f"Ed25519 {what}, all callers", f"{calls / posts:.2f}", *cells(own)])
+    for what, func in (("verify", VerifyKey.verify), ("sign", SigningKey.sign)):
+        _, calls, _, cum, _ = stats.get(_key(func), (0, 0, 0.0, 0.0, {}))
+        rows.append([f"Ed25519 {what}, all callers", f"{calls / posts:.2f}", *cells(cum)])
     own_by = {"redis-py": 0.0, "aiohttp, multidict, yarl": 0.0}
     for (file, _, _), row in stats.items():
         if "/redis/" in file:
@@ -611,8 +636,57 @@ async def command_counts(url: str) -> dict[str, int]:
 # -- the run -------------------------------------------------------------------------
 
 
+class Presigned:
+    """Hub posts signed (RFC 9421, as :class:`clients.transport.Transport` signs) before a
+    run, then sent with plain aiohttp like the baseline's.
+
+    The load generator shares the machine's cores with the servers. Signing a request
+    (Ed25519, the 13 KB body's digest, the structured headers) and checking the hub's
+    receipt cost the SDK client about three times the CPU of a plain post; done inside
+    the run, that CPU would be taken from the hub being measured. Envelopes are sealed
+    in advance for the same reason. A run lasts seconds, well inside the hub's window
+    of ``clock_skew_s`` for a request's ``created`` time, and every nonce is fresh.
+    """
+
+    def __init__(self, url: str, sessions: Sequence[aiohttp.ClientSession]) -> None:
+        self.url, self.sessions = url, sessions
+        self._headers: dict[int, dict[str, str]] = {}  # by id() of the body
+
+    def sign(self, agency: Identity, body: bytes) -> bytes:
+        """Sign the post of ``body`` by ``agency`` now; ``body``, to be sent later."""
+        headers = keys.httpsig.sign_request(
+            method="POST",
+            target_uri=self.url,
+            headers={},
+            body=body,
+            key=agency.signing,
+            keyid=str(agency.key_id),
+            created=int(time.time()),
+            nonce=keys.httpsig.new_nonce(),
+        )
+        self._headers[id(body)] = headers | {"Content-Type": ENVELOPE}
+        return body
+
+    async def send(self, c: int, body: bytes) -> object:
+        """Post ``body`` (signed by :meth:`sign`) on client ``c``'s connection."""
+        headers = self._headers.pop(id(body))
+        async with self.sessions[c % CLIENTS].post(self.url, data=body, headers=headers) as resp:
+            answer = await resp.read()
+            if resp.status != 201:
+                raise RuntimeError(f"the hub answered {resp.status}: {answer[:200]!r}")
+            return answer
+
+    def batches(self, rig: Rig, bodies: Bodies, quota: int) -> Callable[[int], bytes | None]:
+        """``quota`` signed posts per client; ``take(c)`` hands out client ``c``'s."""
+        signed = [
+            iter([self.sign(rig.agency_of(c), b) for _ in range(quota) if (b := bodies.take(c))])
+            for c in range(CLIENTS)
+        ]
+        return lambda c: next(signed[c], None)
+
+
 class Rig:
-    """Redis, both servers, the channel, the sealed envelopes and 64 clients of each kind."""
+    """Redis, both servers, the channel, the sealed envelopes and 64 client connections."""
 
     def __init__(self, plan: Plan, folder: Path, redis_server: RedisHandle) -> None:
         self.plan, self.folder, self.redis = plan, folder, redis_server
@@ -622,22 +696,19 @@ class Rig:
             Identity.generate(f"bench-{i:02d}", suite=suite) for i in range(plan.readers)
         ]
         self.stack = contextlib.AsyncExitStack()
-        self.procs: dict[str, Any] = {}
+        self.procs: dict[str, list[Any]] = {}
         self.urls: dict[str, str] = {}
-        self.hubs: list[HubClient] = []
         self.sessions: list[aiohttp.ClientSession] = []
 
     async def __aenter__(self) -> Rig:
         save_card(self.folder / "admin.card", self.admin.card)
         for kind in ("hub", "bare"):
             self.procs[kind], self.urls[kind] = await start_server(
-                kind, self.redis.url, self.folder
+                kind, self.redis.url, self.folder, self.plan.workers
             )
             self.stack.callback(stop_server, self.procs[kind])
         enter = self.stack.enter_async_context
-        for c in range(CLIENTS):
-            agency = self.agencies[c % len(self.agencies)]
-            self.hubs.append(await enter(HubClient(self.urls["hub"], agency)))
+        for _ in range(CLIENTS):
             self.sessions.append(await enter(aiohttp.ClientSession()))
         return self
 
@@ -655,18 +726,23 @@ class Rig:
             )
         cards = [card.serialize() for card in roster.reader_cards()]
         plan = self.plan
-        total = (plan.rounds + 1) * plan.warmup + plan.rounds * plan.posts + plan.live_notes
-        total += plan.profile_posts + CLIENTS
+        total = plan.rounds * CLIENTS * plan.quota() + plan.live_notes + plan.profile_posts
+        total += plan.warmup + CLIENTS
         progress(f"sealing {total:,} envelopes for {len(cards)} readers ...")
         return Bodies(seal_pools(self.agencies, cards, total))
 
-    def pids(self, server: str) -> dict[str, int]:
+    def pids(self, server: str) -> dict[str, int | tuple[int, ...]]:
         """The processes whose CPU time a run reports."""
-        return {server: self.procs[server].pid, "redis": self.redis.pid, "loadgen": os.getpid()}
+        workers = tuple(p.pid for p in self.procs[server])
+        return {server: workers, "redis": self.redis.pid, "loadgen": os.getpid()}
 
-    async def hub_post(self, c: int, body: bytes) -> object:
-        """Client ``c`` posts through the SDK: signed, verified, stored, audited."""
-        return await self.hubs[c % CLIENTS].post_envelope(CHANNEL, body)
+    def agency_of(self, c: int) -> Identity:
+        """The agency client ``c`` posts as (its envelopes are that agency's)."""
+        return self.agencies[c % len(self.agencies)]
+
+    def presigned(self) -> Presigned:
+        """Hub posts whose request signatures are made before the clock starts."""
+        return Presigned(f"{self.urls['hub']}/v1/channels/{CHANNEL}/notes", self.sessions)
 
     def bare_post(self, stream: str) -> Send:
         """Client ``c`` posts the bytes to the bare endpoint with plain aiohttp."""
@@ -692,12 +768,20 @@ async def measure(rig: Rig) -> str:
         progress(f"throughput, round {r + 1} of {plan.rounds} ...")
         bare = rig.bare_post("post")
         runs.append(await throughput("bare", bare, lambda c: sample[c], plan, rig.pids("bare")))
-        runs.append(await throughput("hub", rig.hub_post, bodies.take, plan, rig.pids("hub")))
+        presigned = rig.presigned()
+        take = presigned.batches(rig, bodies, plan.quota())
+        runs.append(await throughput("hub", presigned.send, take, plan, rig.pids("hub")))
     progress(f"latency, {plan.rate}/s to {plan.subscribers} subscribers ...")
-    lat = [
-        await latency("bare", rig.bare_post("live"), live, rig),
-        await latency("hub", rig.hub_post, live, rig),
-    ]
+    lat = [await latency("bare", rig.bare_post("live"), live, rig)]
+    presigned = rig.presigned()
+    lat.append(
+        await latency(
+            "hub",
+            presigned.send,
+            [presigned.sign(rig.agency_of(i % CLIENTS), body) for i, body in enumerate(live)],
+            rig,
+        )
+    )
     progress("profile of the hub's post path ...")
     profile = await profile_pass(rig, bodies)
     return report(plan, runs, lat, profile, len(live[0]))
@@ -705,25 +789,31 @@ async def measure(rig: Rig) -> str:
 
 async def profile_pass(rig: Rig, bodies: Bodies) -> str:
     """cProfile the hub process over ``profile_posts`` posts (SIGUSR1 .. SIGUSR2)."""
-    path = rig.folder / "hub.prof"
+    workers = [p.pid for p in rig.procs["hub"]]
+    paths = [rig.folder / f"hub-{pid}.prof" for pid in workers]
+    presigned = rig.presigned()
+    take = presigned.batches(rig, bodies, math.ceil(rig.plan.profile_posts / CLIENTS))
     before = await command_counts(rig.redis.url)
     meter = CpuMeter(rig.pids("hub"))
-    os.kill(rig.procs["hub"].pid, signal.SIGUSR1)
+    for pid in workers:
+        os.kill(pid, signal.SIGUSR1)
     meter.start()
-    done, errors, _, _ = await closed_loop(rig.hub_post, bodies.take, rig.plan.profile_posts, 60)
+    done, errors, _, _ = await closed_loop(presigned.send, take, rig.plan.profile_posts, 60)
     meter.stop()
-    os.kill(rig.procs["hub"].pid, signal.SIGUSR2)
+    for pid in workers:
+        os.kill(pid, signal.SIGUSR2)
     for _ in range(100):
-        if path.exists():
+        if all(path.exists() for path in paths):
             break
         await asyncio.sleep(0.1)
+    stats = pstats.Stats(*map(str, paths))
     if rig.plan.profile_out is not None:
-        rig.plan.profile_out.write_bytes(path.read_bytes())
+        stats.dump_stats(rig.plan.profile_out)
     after = await command_counts(rig.redis.url)
     commands = {name: n - before.get(name, 0) for name, n in after.items() if name != "INFO"}
     cpu_us = 1e6 * meter.used["hub"] / max(done, 1)
     head = f"{done:,} posts by {CLIENTS} clients, {len(errors)} errors.\n\n"
-    return head + profile_report(path, max(done, 1), cpu_us, commands)
+    return head + profile_report(stats, max(done, 1), cpu_us, commands)
 
 
 # -- report ------------------------------------------------------------------------
@@ -799,9 +889,10 @@ def report(
         [
             f"# Hub benchmark: `{command}`\n",
             *machine_lines(),
-            "- layout: hub and bare server each in a process of their own, on one embedded "
-            "Redis (appendfsync everysec); the load generator in the main process; the "
-            "subscribers in one more process. All of them share the machine's cores.",
+            f"- layout: hub and bare server each as {plan.workers} process(es) on one port, "
+            "on one embedded Redis (appendfsync everysec); the load generator in the main "
+            "process, hub requests signed before each run; the subscribers in one more "
+            "process. All of them share the machine's cores.",
             f"- channel: {plan.readers} agencies that post and read, hybrid suite; a 1 KB "
             f"note sealed for its readers is a {size:,}-byte envelope.",
             f"\n## Throughput: {CLIENTS} clients, closed loop, up to {plan.posts:,} posts or "
@@ -827,9 +918,16 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
     parser.add_argument("--rate", type=int, help="notes/s of the latency runs (1-2000)")
     parser.add_argument("--readers", type=int, help="agencies in the channel (1-30)")
     parser.add_argument("--profile-out", type=Path, help="also keep the hub's raw profile here")
+    parser.add_argument(
+        "--workers", type=int, help="processes per server, hub and bare alike (1-8; default 2)"
+    )
     args = parser.parse_args(argv)
     plan = TINY if args.tiny else QUICK if args.quick else FULL
     plan = replace(plan, profile_out=args.profile_out)
+    if args.workers is not None:
+        if not 0 < args.workers <= 8:
+            parser.error("--workers must be 1-8")
+        plan = replace(plan, workers=args.workers)
     if args.rate is not None:
         if not 0 < args.rate <= 2000:
             parser.error("--rate must be 1-2000")
