@@ -94,6 +94,7 @@ P99_GOAL_MS: Final = 10.0
 
 Keys: TypeAlias = tuple[str, int, bytes, bytes]  # agency, created, signing, KEM (picklable)
 Send: TypeAlias = Callable[[int, bytes], Awaitable[object]]
+Pids: TypeAlias = dict[str, int | tuple[int, ...]]  # processes (or groups) whose CPU counts
 
 
 @dataclass(frozen=True)
@@ -384,7 +385,7 @@ async def closed_loop(
 
 
 async def throughput(
-    name: str, send: Send, take: Callable[[int], bytes | None], plan: Plan, pids: dict[str, int]
+    name: str, send: Send, take: Callable[[int], bytes | None], plan: Plan, pids: Pids
 ) -> Throughput:
     """Warm up, then one measured closed-loop run; ``name`` is also the server's."""
     await closed_loop(send, take, plan.warmup, plan.run_s)
@@ -588,8 +589,12 @@ def profile_report(
         _, calls, _, cum, _ = stats.get(_key(func), (0, 0, 0.0, 0.0, {}))
         count = "" if inspect.iscoroutinefunction(func) else f"{calls / posts:.2f}"
         rows.append([label, count, *cells(cum)])
-    for what, func in (("verify", VerifyKey.verify), ("sign", SigningKey.sign)):
-        _, calls, _, cum, _ = stats.get(_key(func), (0, 0, 0.0, 0.0, {}))
+    primitives: tuple[tuple[str, Any], ...] = (
+        ("verify", VerifyKey.verify),
+        ("sign", SigningKey.sign),
+    )
+    for what, primitive in primitives:
+        _, calls, _, cum, _ = stats.get(_key(primitive), (0, 0, 0.0, 0.0, {}))
         rows.append([f"Ed25519 {what}, all callers", f"{calls / posts:.2f}", *cells(cum)])
     own_by = {"redis-py": 0.0, "aiohttp, multidict, yarl": 0.0}
     for (file, _, _), row in stats.items():
@@ -731,7 +736,7 @@ class Rig:
         progress(f"sealing {total:,} envelopes for {len(cards)} readers ...")
         return Bodies(seal_pools(self.agencies, cards, total))
 
-    def pids(self, server: str) -> dict[str, int | tuple[int, ...]]:
+    def pids(self, server: str) -> Pids:
         """The processes whose CPU time a run reports."""
         workers = tuple(p.pid for p in self.procs[server])
         return {server: workers, "redis": self.redis.pid, "loadgen": os.getpid()}
