@@ -43,7 +43,6 @@ from typing import Any, Final, Self
 
 import msgpack
 
-from clients import keylog
 from clients.errors import (
     ClientError,
     NotFound,
@@ -52,7 +51,9 @@ from clients.errors import (
     RosterChanged,
 )
 from clients.keylog import CardRefused as CardRefused  # re-exported: callers catch it here
-from clients.state import State, StateFile
+from clients.readercards import KeyChange as KeyChange  # re-exported with Posted
+from clients.readercards import ReaderCards
+from clients.state import StateFile
 from clients.subscription import Delivery, Subscription
 from clients.transport import Transport
 from keys import (
@@ -72,7 +73,7 @@ from keys import (
     peek_header_unverified,
     seal,
 )
-from keys.checkpoint import Checkpoint, NoteVerifier, open_signed_checkpoint
+from keys.checkpoint import NoteVerifier
 from keys.statements import ReadAck, Receipt
 
 MSGPACK: Final = "application/msgpack"
@@ -117,15 +118,6 @@ class Roster:
     def reader_cards(self) -> list[AgencyCard]:
         """The cards to seal every note of this channel for."""
         return [m.card for m in self.members.values() if "read" in m.roles]
-
-
-@dataclass(frozen=True)
-class KeyChange:
-    """A reader's key id differs from the one pinned when this client last sealed for it."""
-
-    agency: str
-    pinned: str
-    current: str
 
 
 @dataclass(frozen=True)
@@ -213,9 +205,13 @@ class HubClient:
         self.identity = identity
         self.transport = transport or Transport(base_url, identity)
         self.state = state
-        self.log_key = NoteVerifier.parse(log_key) if isinstance(log_key, str) else log_key
+        self.reader_cards = ReaderCards(
+            self.transport,
+            state,
+            NoteVerifier.parse(log_key) if isinstance(log_key, str) else log_key,
+            self._key_history,
+        )
         self._cards: dict[str, AgencyCard] = {}  # by key id: a key id names one card forever
-        self._memory = State()  # the log pins, when there is no state file
 
     async def __aenter__(self) -> Self:
         await self.transport.__aenter__()
@@ -248,6 +244,9 @@ class HubClient:
     async def agency(self, agency: str) -> dict[str, Any]:
         """One directory entry: kind, status, current key id and every key id, oldest first."""
         return dict(await self._call("GET", f"/v1/agencies/{agency}"))
+
+    async def _key_history(self, agency: str) -> list[str]:
+        return [str(k) for k in (await self.agency(agency)).get("keys", [])]
 
     async def card(self, key_id: str) -> AgencyCard:
         """Any card ever registered, by key id (for verifying old notes)."""
@@ -321,8 +320,8 @@ class HubClient:
         message_id = message_id or MessageId.new()
         for attempt in (1, 2):
             roster = await self.roster(channel)
-            changes = await self._check_pins(roster)
-            await self._check_logged(roster.reader_cards())
+            changes = await self.reader_cards.changed_keys(roster.reader_cards())
+            await self.reader_cards.check_logged(roster.reader_cards())
             envelope = seal(
                 note,
                 sender=self.identity,
@@ -337,7 +336,7 @@ class HubClient:
                 if attempt == 2:
                     raise
                 continue
-            self._pin(roster)
+            self.reader_cards.pin(roster.reader_cards())
             return dataclasses.replace(posted, key_changes=changes)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -346,108 +345,6 @@ class HubClient:
     ) -> Posted:
         """The same as :meth:`post` (its first name)."""
         return await self.post(channel, note, markings, message_id=message_id)
-
-    async def _check_pins(self, roster: Roster) -> tuple[KeyChange, ...]:
-        """Readers whose key changed since pinned; CardRefused if history was rewritten."""
-        pinned = self.state.load().keys if self.state is not None else {}
-        changes = []
-        for card in roster.reader_cards():
-            old, new = pinned.get(card.agency), str(card.key_id)
-            if old is None or old == new:
-                continue
-            history = [str(k) for k in (await self.agency(card.agency)).get("keys", [])]
-            if old not in history or new not in history or history.index(old) > history.index(new):
-                raise CardRefused(
-                    f"the hub's key history of {card.agency} no longer shows the key "
-                    f"{old} you sealed for before, followed by {new}"
-                )
-            changes.append(KeyChange(card.agency, old, new))
-        return tuple(changes)
-
-    async def _check_logged(self, cards: list[AgencyCard]) -> None:
-        """Every card not yet confirmed is proved to be the one the audit log registered.
-
-        Raises:
-            CardRefused: a card is not in the log as served, the checkpoint is not signed
-                by the trusted log key, or the log does not extend the one seen before.
-        """
-        pins = self.state.load() if self.state is not None else self._memory
-        todo = [card for card in cards if str(card.key_id) not in pins.logged]
-        if not todo:
-            return
-        verifier = await self._log_verifier(pins)
-        newest = self._pinned_checkpoint(pins, verifier)
-        for card in todo:
-            try:
-                entry = await keylog.fetch_card_entry(self.transport, str(card.key_id))
-            except NotFound as exc:
-                raise CardRefused(
-                    f"the audit log shows no registration of {card.agency}'s key "
-                    f"{card.key_id}: {exc.detail}"
-                ) from None
-            checkpoint = keylog.verify_card_logged(card, entry, verifier)
-            newest = await self._extended(newest, (checkpoint, entry.checkpoint))
-        confirmed = {str(card.key_id): str(card.agency) for card in todo}
-        if newest is not None:  # always: todo is not empty
-            self._save_pins(confirmed, str(verifier), newest[1].decode())
-
-    async def _log_verifier(self, pins: State) -> NoteVerifier:
-        """The log key given, else the one pinned, else the hub's (trusted on first use)."""
-        if self.log_key is not None:
-            if pins.log_key and pins.log_key != str(self.log_key):
-                raise CardRefused(
-                    "the log key given differs from the one pinned earlier "
-                    f"({pins.log_key}); if its operator changed it, confirm that out of band "
-                    "and remove log_key, log_checkpoint and logged from the state file"
-                )
-            return self.log_key
-        if pins.log_key:
-            return NoteVerifier.parse(pins.log_key)
-        return await keylog.fetch_log_verifier(self.transport)
-
-    def _pinned_checkpoint(
-        self, pins: State, verifier: NoteVerifier
-    ) -> tuple[Checkpoint, bytes] | None:
-        if not pins.log_checkpoint:
-            return None
-        note = pins.log_checkpoint.encode()
-        try:
-            return open_signed_checkpoint(note, verifier), note
-        except KeysError:
-            raise CardRefused(
-                "the checkpoint pinned in the state file is not signed by the log key "
-                "(was the file edited?)"
-            ) from None
-
-    async def _extended(
-        self, old: tuple[Checkpoint, bytes] | None, new: tuple[Checkpoint, bytes]
-    ) -> tuple[Checkpoint, bytes]:
-        """The larger of two checkpoints, once the larger is proved to extend the smaller."""
-        if old is None:
-            return new
-        small, large = sorted((old, new), key=lambda pair: pair[0].size)
-        proof: list[bytes] = []
-        if 0 < small[0].size < large[0].size:
-            proof = await keylog.fetch_consistency_proof(
-                self.transport, small[0].size, large[0].size
-            )
-        keylog.check_consistent(old[0], new[0], proof)
-        return large
-
-    def _save_pins(self, confirmed: dict[str, str], log_key: str, checkpoint: str) -> None:
-        def change(state: State) -> None:
-            state.logged.update(confirmed)
-            state.log_key, state.log_checkpoint = log_key, checkpoint
-
-        if self.state is not None:
-            self.state.update(change)
-        else:
-            change(self._memory)
-
-    def _pin(self, roster: Roster) -> None:
-        if self.state is not None:
-            cards = roster.reader_cards()
-            self.state.update(lambda s: s.keys.update({c.agency: str(c.key_id) for c in cards}))
 
     async def post_envelope(self, channel: str, envelope: bytes) -> Posted:
         """Post an already sealed envelope (idempotent by its message id)."""
