@@ -8,6 +8,7 @@ clear error instead of a wrong decision.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
@@ -138,6 +139,11 @@ class ChannelRecord:
 
     def readers(self) -> frozenset[AgencyId]:
         """Agencies with the read role: every note must be sealed for exactly these."""
+        return self._readers
+
+    @functools.cached_property
+    def _readers(self) -> frozenset[AgencyId]:
+        # Once per record: a post asks three times (prefetch, checks, receipts).
         return frozenset(a for a, roles in self.members.items() if Role.READ in roles)
 
     def roles_of(self, agency: str) -> frozenset[Role]:

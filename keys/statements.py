@@ -15,6 +15,7 @@ the log alone that agency B read note N at time T, without trusting the hub::
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -54,6 +55,11 @@ class Receipt:
 
     def statement(self) -> bytes:
         """The signed bytes."""
+        return self._statement
+
+    @functools.cached_property
+    def _statement(self) -> bytes:
+        # Encoded once: the hub both sends and signs it, a client both checks and keeps it.
         return codec.encode(
             {
                 "v": 1,
