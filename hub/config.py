@@ -332,7 +332,8 @@ SETTINGS: Final[tuple[SettingSpec, ...]] = (
         "--data-dir",
         "DIR",
         "a folder path",
-        "Folder for the embedded redis-server's append-only file and config.",
+        "Folder for the embedded redis-server's append-only file and config, and for the "
+        "metrics of several workers.",
         _PATH,
         lambda value: isinstance(value, Path) and str(value) != "",
     ),
