@@ -339,6 +339,22 @@ async def test_workers_that_keep_dying_stop_the_hub_with_status_3(
         await until(lambda: not any(alive(pid) for pid in killed), "no worker is left")
 
 
+async def test_a_restarted_worker_never_makes_a_second_log_key(
+    tmp_path: Path, redis_url: str, redis_db: redis.Redis
+) -> None:
+    """The key file gone while the hub runs: restarted workers refuse, the hub stops."""
+    async with serving(tmp_path, redis_url) as hub:
+        key = hub.data_dir / "log.key"
+        key.unlink()
+        for pid in hub.workers():
+            os.kill(pid, signal.SIGKILL)
+        assert await hub.exit_status() == 3
+    text = hub.text()
+    assert f"cannot start: audit log key {key}: cannot read: No such file or directory" in text
+    assert "siko hub: stopped: the workers keep exiting" in text
+    assert not key.exists(), "no worker made a new key"
+
+
 # -- refusals: nothing starts -----------------------------------------------------------------
 
 
@@ -393,15 +409,19 @@ async def test_an_unreachable_redis_is_one_line_and_status_1(tmp_path: Path) -> 
     assert "secret-pw" not in text and "Traceback" not in text
 
 
-async def test_a_bad_admin_card_is_one_line_and_the_embedded_redis_stops(
-    tmp_path: Path,
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_bad_admin_card_is_one_line_as_for_a_lone_hub_and_redis_stops(
+    tmp_path: Path, workers: str
 ) -> None:
     env = hub_env(tmp_path, None)
     Path(env["SIKO_ADMIN_CARDS"]).write_bytes(b"not a card")
-    code, text = await _refused(tmp_path, env, "--workers", "2")
+    code, text = await _refused(tmp_path, env, "--workers", workers)
     assert code == 1
-    assert "siko hub: cannot start: cannot register the first administrators: " in text
-    assert "not a siko agency card" in text and "Traceback" not in text
+    assert text.endswith(
+        "siko hub: cannot start: cannot register the first administrators: administrator "
+        f"card: {env['SIKO_ADMIN_CARDS']}: not a siko agency card (or it is damaged)\n"
+    )
+    assert "Traceback" not in text
 
 
 async def test_a_log_key_of_another_log_is_one_line_and_kept(tmp_path: Path) -> None:
@@ -412,6 +432,18 @@ async def test_a_log_key_of_another_log_is_one_line_and_kept(tmp_path: Path) -> 
     assert code == 1
     assert "siko hub: cannot start: " in text and "fix --log-origin" in text
     assert (tmp_path / "log.key").read_bytes() == kept
+
+
+async def test_a_damaged_log_key_is_one_line_and_kept(tmp_path: Path) -> None:
+    env = hub_env(tmp_path, None, SIKO_LOG_KEY=str(tmp_path / "log.key"))
+    (tmp_path / "log.key").write_bytes(b"damaged")
+    code, text = await _refused(tmp_path, env, "--workers", "2")
+    assert code == 1
+    last = text.splitlines()[-1]
+    assert last.startswith(f"siko hub: cannot start: audit log key {tmp_path / 'log.key'}: ")
+    assert last.endswith("; restore the file from backup, or point --log-key at it")
+    assert "Traceback" not in text
+    assert (tmp_path / "log.key").read_bytes() == b"damaged"
 
 
 async def test_a_port_in_use_is_refused_before_any_worker_shares_it(
