@@ -262,15 +262,15 @@ class _Workers:
     async def stop(self, signals: _Signals) -> None:
         """SIGTERM to every worker; wait for them, SIGKILL after the deadline or a signal."""
         seen = signals.received
-        for slot in self._running():
+        for running in self._running():
             with contextlib.suppress(ProcessLookupError):
-                slot.process.send_signal(signal.SIGTERM)
+                running.process.send_signal(signal.SIGTERM)
         settings = self._settings
         deadline = time.monotonic() + settings.shutdown_grace_s + DRAIN_S + STOP_MARGIN_S
         while self._running():
-            for slot in self._running():
-                if slot.process.poll() is not None:
-                    self._stopped(slot)
+            for running in self._running():
+                if running.process.poll() is not None:
+                    self._stopped(running)
             if time.monotonic() > deadline or signals.received > seen:
                 self._kill_the_rest()
             await asyncio.sleep(TICK_S)
@@ -315,10 +315,10 @@ def _how(status: int | None) -> str:
 # -- a worker ----------------------------------------------------------------------------
 
 
-def worker_main(stdin: BinaryIO | None = None) -> None:
+def worker_main() -> None:
     """``python -m hub.workers``: read the supervisor's order, then serve until SIGTERM."""
     _end_with_parent()
-    settings, replica, index, supervisor = _read_order(stdin or sys.stdin.buffer)
+    settings, replica, index, supervisor = _read_order(sys.stdin.buffer)
     if os.getppid() != supervisor:
         return  # the supervisor died before this process asked to end with it
     configure_logging(settings, tag=f"[worker {index}] ")
