@@ -9,7 +9,9 @@ its event there, one that is refused (or is a retry) leaves none.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,8 +23,8 @@ from hub import keyspace
 from hub.errors import Conflict, IdempotencyConflict, NotFound, RosterChanged, Unavailable
 from hub.events import AuditEvent
 from hub.records import AgencyRecord, ChannelRecord, Kind, Role, Status
-from hub.store import Store, StoreConnection
-from keys import AgencyId, ChannelId, Classification, KeyId, now_ms
+from hub.store import AppendResult, Store, StoreConnection
+from keys import AgencyId, ChannelId, Classification, KeyId, KeysError, now_ms
 from keys.leaf import EventKind
 from tests.hub.test_refusals import value_of
 
@@ -311,6 +313,89 @@ async def test_a_nonce_is_remembered_once_with_its_lifetime(
     assert all(k.startswith(b"siko:{n:") for k in redis_db.scan_iter())
 
 
+async def test_agencies_and_nonce_reads_the_entries_and_records_the_nonce_once(
+    store: Store, redis_db: redis.Redis
+) -> None:
+    await store.register_agency(agency(), b"card", event())
+    key_id = K1.hex()
+    records, fresh = await store.agencies_and_nonce([POLICE, CITY], key_id, "n" * 22, 120)
+    assert (records, fresh) == ([agency(), None], True)
+    assert await store.agencies_and_nonce([POLICE], key_id, "n" * 22, 120) == ([agency()], False)
+    assert 118 <= redis_db.ttl(keyspace.nonce(key_id, "n" * 22)) <= 120
+    await store.forget_nonce(key_id, "n" * 22)
+    assert redis_db.exists(keyspace.nonce(key_id, "n" * 22)) == 0
+    assert await store.agencies_and_nonce([POLICE], key_id, "n" * 22, 120) == ([agency()], True)
+
+
+async def test_concurrent_requests_with_the_same_nonce_find_it_fresh_exactly_once(
+    store: Store, redis_db: redis.Redis
+) -> None:
+    """Many requests at once share the store's one connection: each gets its own answer."""
+    await store.register_agency(agency(), b"card", event())
+    nonces = [f"{i % 50:022d}" for i in range(200)]
+    answers = await asyncio.gather(
+        *(store.agencies_and_nonce([POLICE], K1.hex(), n, 60) for n in nonces)
+    )
+    assert all(records == [agency()] for records, _ in answers)
+    fresh = Counter(n for n, (_, is_fresh) in zip(nonces, answers, strict=True) if is_fresh)
+    assert fresh == Counter(set(nonces))
+
+
+async def test_a_damaged_entry_read_with_a_nonce_leaves_no_nonce_behind(
+    store: Store, redis_db: redis.Redis
+) -> None:
+    redis_db.hset(keyspace.agencies(), str(POLICE), b"\xc1 not msgpack")
+    before = dump_all(redis_db)
+    with pytest.raises(KeysError):
+        await store.agencies_and_nonce([POLICE], K1.hex(), "n" * 22, 120)
+    assert dump_all(redis_db) == before
+
+
+async def test_post_context_answers_a_retry_or_the_channel(
+    store: Store, redis_db: redis.Redis
+) -> None:
+    record = channel()
+    version = await create(store, record)
+    mid = (bytes([1]) * 16).hex()
+    assert await store.post_context(CHANNEL, mid, "aa" * 32) == (record, version)
+    first = await append(store, record, version, 1)
+    retry = await store.post_context(CHANNEL, mid, "aa" * 32)
+    assert retry == AppendResult(first.stream_id, duplicate=True, event_id=first.event_id)
+    with pytest.raises(IdempotencyConflict):
+        await store.post_context(CHANNEL, mid, "bb" * 32)
+    with pytest.raises(NotFound):
+        await store.post_context("lage-leer", mid, "aa" * 32)
+
+
+async def test_the_append_script_is_loaded_again_when_redis_lost_its_scripts(
+    store: Store, redis_db: redis.Redis
+) -> None:
+    """A Redis restart or SCRIPT FLUSH empties the script cache; appends go on."""
+    record = channel()
+    version = await create(store, record)
+    await append(store, record, version, 1)
+    redis_db.script_flush()
+    second = await append(store, record, version, 2)
+    assert not second.duplicate
+    assert redis_db.xlen(keyspace.channel_notes(CHANNEL)) == 2
+
+
+async def test_an_error_reply_on_the_posts_path_is_unavailable_and_changes_nothing(
+    store: Store, redis_db: redis.Redis
+) -> None:
+    """Over the link as over the pool: a Redis error is a 503 with Retry-After, and the
+    connection stays in step for the next request."""
+    mid = "00" * 16
+    redis_db.hset(keyspace.channel_message(CHANNEL, mid), "not", "a string")
+    before = dump_all(redis_db)
+    with pytest.raises(Unavailable) as excinfo:
+        await store.post_context(CHANNEL, mid, "aa" * 32)
+    assert excinfo.value.status == 503 and excinfo.value.retry_after == 1
+    assert dump_all(redis_db) == before
+    with pytest.raises(NotFound):
+        await store.post_context("lage-leer", mid, "aa" * 32)
+
+
 # -- channels ----------------------------------------------------------------------------
 
 
@@ -461,6 +546,9 @@ OPERATIONS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "advance_read": lambda s: advance(s, POLICE, "1-0"),
     "read_positions": lambda s: s.read_positions(CHANNEL),
     "remember_nonce": lambda s: s.remember_nonce(K1.hex(), "n" * 22, 10),
+    "agencies_and_nonce": lambda s: s.agencies_and_nonce([POLICE], K1.hex(), "n" * 22, 10),
+    "forget_nonce": lambda s: s.forget_nonce(K1.hex(), "n" * 22),
+    "post_context": lambda s: s.post_context(CHANNEL, "00" * 16, "aa" * 32),
 }
 
 
