@@ -2,6 +2,14 @@
 
 A companion of :mod:`hub.store`, whose ``_call`` translates every Redis error into
 :class:`~hub.errors.Unavailable`; nothing here touches a Redis error itself.
+
+What the sequencer runs for every batch (read the outbox and trim what the last batch
+took, sequence, trim when done) goes over the :class:`~hub.store.Store`'s link when
+this LogStore shares the Store's client, as in the hub. Reading the log's size and
+subtree hashes (once at start, after a lost race, per checkpoint), cursors, proofs and
+deletion stay on redis-py's pool. A LogStore over a client no Store was made over
+(tests, benchmarks) has no link to borrow and uses the pool throughout: a link of its
+own would need closing, and a LogStore has no ``close``.
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ import redis.asyncio as aioredis
 
 from hub import keyspace
 from hub.events import AuditEvent
-from hub.store import _call
+from hub.redislink import Arg, LinkScript
+from hub.store import _call, shared_link
 
 #: KEYS[1] checkpoints hash, KEYS[2] latest checkpoint; ARGV[1] size, ARGV[2] note.
 #: Stores the note for its size; makes it the latest unless a larger one is there.
@@ -64,6 +73,14 @@ class StoredLeaf:
     salt: bytes | None
 
 
+_SEQUENCE: Final = LinkScript(keyspace.SEQUENCE)
+
+
+def _event(fields: dict[bytes, bytes]) -> AuditEvent:
+    """The audit event of an outbox entry's fields."""
+    return AuditEvent(fields[b"leaf"], fields[b"rec"], fields[b"salt"])
+
+
 def _after(stream_id: str) -> str:
     """The smallest stream id after ``stream_id`` (XTRIM's MINID keeps it and later)."""
     ms, _, seq = stream_id.partition("-")
@@ -80,6 +97,7 @@ class LogStore:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
+        self._link = shared_link(client)
         self._sequence = client.register_script(keyspace.SEQUENCE)
         self._put_checkpoint = client.register_script(_PUT_CHECKPOINT)
         self._delete_record = client.register_script(_DELETE_RECORD)
@@ -108,6 +126,15 @@ class LogStore:
         the same round trip: both commands name the one outbox key, so one slot.
         """
         start = "-" if after == "0-0" else f"({after}"
+        if self._link is not None:
+            commands: list[tuple[Arg, ...]] = [("XRANGE", outbox, start, "+", "COUNT", count)]
+            if trim_upto is not None:
+                commands.insert(0, ("XTRIM", outbox, "MINID", "~", _after(trim_upto)))
+            replies = await _call(self._link.batch(commands))
+            return [
+                OutboxEvent(i.decode(), _event(dict(zip(f[::2], f[1::2], strict=True))))
+                for i, f in replies[-1]
+            ]
         if trim_upto is None:
             entries = await _call(self._redis.xrange(outbox, start, "+", count))
         else:
@@ -115,10 +142,7 @@ class LogStore:
                 pipe.xtrim(outbox, minid=_after(trim_upto))
                 pipe.xrange(outbox, start, "+", count)
                 _, entries = await _call(pipe.execute())
-        return [
-            OutboxEvent(i.decode(), AuditEvent(f[b"leaf"], f[b"rec"], f[b"salt"]))
-            for i, f in entries
-        ]
+        return [OutboxEvent(i.decode(), _event(f)) for i, f in entries]
 
     async def sequence(
         self,
@@ -139,18 +163,24 @@ class LogStore:
             keyspace.log_cursors(),
             keyspace.log_sources(),
         ]
-        args: list[bytes | str | int] = [size, outbox, cursor, events[-1].event_id, len(events)]
+        args: list[Arg] = [size, outbox, cursor, events[-1].event_id, len(events)]
         for item in events:
             args += [item.event_id, item.event.leaf, item.event.record, item.event.salt]
         args.append(len(nodes))
         for level, index, digest in nodes:
             args += [node_field(level, index), digest]
-        reply = await _call(self._sequence(keys=keys, args=args))
+        if self._link is not None:
+            reply = await _call(self._link.script(_SEQUENCE, keys, args))
+        else:
+            reply = await _call(self._sequence(keys=keys, args=args))
         return int(reply[1]) if reply[0] == b"ok" else None
 
     async def trim_outbox(self, outbox: str, upto: str) -> None:
         """Drop events of ``outbox`` up to ``upto``: they are in the log."""
-        await _call(self._redis.xtrim(outbox, minid=_after(upto)))
+        if self._link is not None:
+            await _call(self._link.call("XTRIM", outbox, "MINID", "~", _after(upto)))
+        else:
+            await _call(self._redis.xtrim(outbox, minid=_after(upto)))
 
     async def append_inbox(self, event: AuditEvent) -> str:
         """Put an event with no action of its own into the log's inbox."""

@@ -13,19 +13,26 @@ import asyncio
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 from redis.exceptions import DataError
 
-from hub import keyspace
+from hub import events, keyspace
+from hub.auditlog import AuditLog
 from hub.errors import Conflict, IdempotencyConflict, NotFound, RosterChanged, Unavailable
 from hub.events import AuditEvent
+from hub.logstore import LogStore
 from hub.records import AgencyRecord, ChannelRecord, Kind, Role, Status
 from hub.store import AppendResult, Store, StoreConnection
 from keys import AgencyId, ChannelId, Classification, KeyId, KeysError, now_ms
 from keys.leaf import EventKind
+from keys.logkey import LogKey
+from tests.hub.test_auditlog import ORIGIN, Bench, CommandCountingRedis, CountingLogStore
+from tests.hub.test_auditlog import (
+    test_two_sequencers_racing_make_each_event_exactly_one_leaf as _two_sequencers_racing,
+)
 from tests.hub.test_refusals import value_of
 
 CHANNEL = "lage-ruhr"
@@ -600,3 +607,50 @@ async def test_a_value_hiredis_cannot_pack_is_a_data_error_and_nothing_is_sent(
         with pytest.raises(DataError):
             connection.pack_command("SET", "k", bad)
     assert redis_db.dbsize() == 0
+
+
+# -- the audit log's sequencer over the store's link -------------------------------------
+
+
+@pytest.fixture
+async def linked_bench(redis_url: str, redis_db: redis.Redis) -> AsyncIterator[Bench]:
+    """test_auditlog's bench, but every LogStore shares a Store's client, as in the hub."""
+    stores = [Store.connect(redis_url) for _ in range(3)]
+    logstores = [CountingLogStore(store.client) for store in stores[1:]]
+    key = LogKey.generate(ORIGIN)
+    logs = [AuditLog(logstore, key, checkpoint_interval_s=1.0) for logstore in logstores]
+    yield Bench(stores[0], logs, logstores, [store.client for store in stores])
+    for store in stores:
+        await store.close()
+
+
+async def test_the_sequencers_batches_go_over_the_link_of_the_store_it_shares(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    """Reading the outbox, sequencing and trimming never touch the pool when a Store was
+    made over the same client; the log comes out as over the pool."""
+    client = cast("CommandCountingRedis", CommandCountingRedis.from_url(redis_url))
+    client.commands = []
+    store = Store(client)
+    try:
+        logstore = LogStore(client)
+        audit = AuditLog(logstore, LogKey.generate(ORIGIN), checkpoint_interval_s=1.0)
+        refusal = events.request_refused(
+            agency=None, method="GET", path="/", problem="x", status=404, at=1
+        )
+        ids = [await logstore.append_inbox(refusal) for _ in range(5)]
+        client.commands.clear()
+        assert [await audit.index_of(keyspace.log_inbox(), i) for i in ids] == list(range(5))
+        await audit.drain(keyspace.log_inbox())
+        assert redis_db.xlen(keyspace.log_inbox()) == 0
+        pooled = {name for name, _ in client.commands}
+        assert pooled.isdisjoint({"XRANGE", "XTRIM", "EVALSHA", "EVAL"}), pooled
+        assert await audit.size() == 5
+    finally:
+        await store.close()
+
+
+async def test_two_sequencers_over_store_links_make_each_event_exactly_one_leaf(
+    linked_bench: Bench, redis_db: redis.Redis
+) -> None:
+    await _two_sequencers_racing(linked_bench, redis_db)
