@@ -28,6 +28,7 @@ from typing import Any, Final, TypeVar
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -79,7 +80,7 @@ class AppendResult:
     event_id: str
 
 
-class StoreConnection(aioredis.Connection):
+class _HiredisPacking(AbstractConnection):
     """redis-py's connection, packing commands in C and bounding writes with a timer.
 
     redis-py's synchronous client packs commands with hiredis (C) when it is installed
@@ -143,6 +144,27 @@ class StoreConnection(aioredis.Connection):
             raise
 
 
+class StoreConnection(_HiredisPacking, aioredis.Connection):
+    """A TCP connection (``redis://``) packing with hiredis (see :class:`_HiredisPacking`)."""
+
+
+class StoreSSLConnection(_HiredisPacking, aioredis.SSLConnection):
+    """A TLS connection (``rediss://``) packing with hiredis."""
+
+
+class StoreUnixConnection(_HiredisPacking, aioredis.UnixDomainSocketConnection):
+    """A Unix-socket connection (``unix://``) packing with hiredis."""
+
+
+#: The connection class of each URL scheme: redis-py picks one by scheme, but a class
+#: passed to ``from_url`` replaces its pick, so the pick is made here.
+_CONNECTION_CLASSES: Final[dict[str, type[AbstractConnection]]] = {
+    "redis": StoreConnection,
+    "rediss": StoreSSLConnection,
+    "unix": StoreUnixConnection,
+}
+
+
 def _unavailable() -> Unavailable:
     return Unavailable(
         "the hub cannot reach its storage right now; retry shortly", retry_after=RETRY_AFTER_S
@@ -190,9 +212,10 @@ class Store:
 
         The link takes its address, credentials and timeouts from the same settings.
         """
+        scheme = url.partition("://")[0].lower()
         client = aioredis.Redis.from_url(
             url,
-            connection_class=StoreConnection,
+            connection_class=_CONNECTION_CLASSES.get(scheme, StoreConnection),
             socket_timeout=5.0,
             socket_connect_timeout=2.0,
             health_check_interval=10,

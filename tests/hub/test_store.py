@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -21,6 +23,7 @@ from redis.exceptions import DataError
 
 from hub import events, keyspace
 from hub.auditlog import AuditLog
+from hub.embedded import find_redis_server
 from hub.errors import Conflict, IdempotencyConflict, NotFound, RosterChanged, Unavailable
 from hub.events import AuditEvent
 from hub.logstore import LogStore
@@ -654,3 +657,60 @@ async def test_two_sequencers_over_store_links_make_each_event_exactly_one_leaf(
     linked_bench: Bench, redis_db: redis.Redis
 ) -> None:
     await _two_sequencers_racing(linked_bench, redis_db)
+
+
+# -- URL schemes: unix:// and rediss:// ---------------------------------------------------
+
+
+async def test_a_unix_socket_url_reaches_redis_over_the_pool_and_the_link(
+    tmp_path: Path,
+) -> None:
+    """unix://:password@/path?db=n, as OPERATIONS.md documents it."""
+    sock = tmp_path / "r.sock"
+    options = {"port": "0", "unixsocket": str(sock), "unixsocketperm": "700"}
+    options |= {"requirepass": "pw", "save": "", "dir": str(tmp_path)}
+    server = subprocess.Popen(
+        [str(find_redis_server()), *(part for k, v in options.items() for part in (f"--{k}", v))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = Store.connect(f"unix://:pw@{sock}?db=2")
+    try:
+        async with asyncio.timeout(10):
+            while not await store.ping():
+                await asyncio.sleep(0.02)
+            await store.register_agency(agency(), b"card", event())  # the pool
+            found = await store.agencies_and_nonce([POLICE], K1.hex(), "n" * 22, 60)  # the link
+        assert found == ([agency()], True)
+        with redis.Redis(unix_socket_path=str(sock), password="pw", db=2) as direct:
+            assert direct.exists(keyspace.agencies(), keyspace.nonce(K1.hex(), "n" * 22)) == 2
+    finally:
+        await store.close()
+        server.terminate()
+        server.wait(10)
+
+
+async def test_a_rediss_url_speaks_tls_and_never_sends_the_password_in_clear() -> None:
+    """Pool and link both open with a TLS handshake; a server that is not TLS (here one
+    that records the first bytes and hangs up) makes them fail, not fall back."""
+    received: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.read(4096))
+        writer.close()
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = Store.connect(f"rediss://:s3cret-pw@127.0.0.1:{port}/0")
+    try:
+        async with asyncio.timeout(10):
+            assert await store.ping() is False
+            with pytest.raises(Unavailable):
+                await store.agencies_and_nonce([POLICE], K1.hex(), "n" * 22, 60)
+    finally:
+        await store.close()
+        server.close()
+        await server.wait_closed()
+    assert len(received) >= 2
+    assert all(first.startswith(b"\x16\x03") for first in received)  # a TLS ClientHello
+    assert not any(b"s3cret-pw" in first for first in received)
