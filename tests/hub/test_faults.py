@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import random
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -481,6 +483,45 @@ async def test_kill_9_of_redis_loses_no_acknowledged_note(
     finally:
         for collector in collectors:
             await collector.close()
+        await running.stop()
+
+
+async def test_a_paused_redis_is_a_503_within_the_timeout_and_the_retry_is_stored_once(
+    tmp_path: Path, own_redis: EmbeddedRedis
+) -> None:
+    """Redis stopped (SIGSTOP), not gone: no connection error ever comes, so only a
+    timeout can answer. The hub answers a post 503 with Retry-After within the storage
+    timeout (5 s) instead of holding it; once Redis runs again, the client's retry of
+    the same envelope is stored once."""
+    running = await start_hub(hub_settings(tmp_path, own_redis.url))
+    with redis.Redis.from_url(own_redis.url) as direct:
+        pid = int(direct.info("server")["process_id"])
+    try:
+        await make_world(running)
+        police = await running.client(POLICE)
+        first = await police.post_note(CHANNEL, Note("vorher"), MARKS)
+        ((mid, envelope),) = await seal_many(police, 1, "paused")
+        loop = asyncio.get_running_loop()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            paused_at = loop.time()
+            async with Transport(running.base_url, identity(POLICE), retries=0) as probe:
+                poster = HubClient(running.base_url, identity(POLICE), transport=probe)
+                with pytest.raises(Unavailable) as refused:
+                    await asyncio.wait_for(poster.post_envelope(CHANNEL, envelope), STEP_S)
+            waited = loop.time() - paused_at
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert waited < 8.0, f"answered after {waited:.1f} s"
+        assert refused.value.status == 503 and refused.value.retry_after == 1
+        ledger = Ledger(acked={str(first.message_id): first.stream_id})
+        ledger.envelopes = {str(first.message_id): b"", mid: envelope}
+        ledger.failed[mid] = refused.value
+        await wait_ready(running.base_url)
+        await ledger.post_failed_again(police)
+        assert ledger.duplicates == 0
+        await assert_stream_holds_exactly(police, ledger.acked)
+    finally:
         await running.stop()
 
 
