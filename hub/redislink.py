@@ -425,7 +425,14 @@ class RedisLink:
         task = self._connecting
         if task is None:
             task = self._connecting = asyncio.get_running_loop().create_task(self._connect())
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                # close() stopped the connect; this caller itself was not cancelled
+                raise RedisConnectionError("the Redis link was closed") from None
+            raise
 
     async def _connect(self) -> _Connection:
         try:

@@ -247,6 +247,30 @@ async def test_close_fails_pending_calls_and_the_link_connects_again_later(
     assert await bounded(link.call("PING")) == b"PONG"
 
 
+async def test_close_while_connecting_fails_the_waiting_callers_with_a_connection_error(
+    redis_db: redis.Redis,
+) -> None:
+    """A server that accepts and never answers: the callers wait in the handshake."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the link hangs up
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    link = RedisLink(Endpoint("127.0.0.1", port), connect_timeout_s=30.0)
+    try:
+        calls = [asyncio.create_task(link.call("PING")) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        await bounded(link.close())
+        for call in calls:
+            with pytest.raises(RedisConnectionError, match="closed"):
+                await bounded(call)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 # -- faults ---------------------------------------------------------------------------------
 
 
