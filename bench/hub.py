@@ -621,13 +621,19 @@ def profile_report(
 
 
 def _round_trips(stats: dict[Any, Any]) -> float:
-    """Commands sent alone + pipelines sent (the hub's connection's packers, by cProfile)."""
+    """Requests the hub sent to Redis: on its multiplexed link (a command, a batch or a
+    script, each one round trip), plus commands and pipelines through redis-py's pool."""
+    from hub.redislink import RedisLink
     from hub.store import StoreConnection as Conn
 
+    def calls(func: Any) -> int:
+        return int(stats.get(_key(func), (0, 0))[1])
+
+    link = calls(RedisLink.call) + calls(RedisLink.batch) + calls(RedisLink.script)
     single = stats.get(_key(Conn.pack_command), (0, 0, 0, 0, {}))
     batch_key = _key(Conn.pack_commands)
     in_batches = single[4].get(batch_key, (0,))[0]
-    return float(single[1] - in_batches + stats.get(batch_key, (0, 0))[1])
+    return float(link + single[1] - in_batches + calls(Conn.pack_commands))
 
 
 async def command_counts(url: str) -> dict[str, int]:

@@ -30,11 +30,16 @@ def test_keys_module_imports_no_io_library(path: Path) -> None:
     assert imported_roots(path) & FORBIDDEN_IN_KEYS == set()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "keys").rglob("*.py")), ids=lambda p: p.name)
-def test_only_suites_imports_cryptography(path: Path) -> None:
-    """Primitives sit behind one door (keys/_suites.py); the rest of keys/ uses recipes."""
-    uses_cryptography = "cryptography" in imported_roots(path)
-    assert uses_cryptography == (path.name == "_suites.py")
+PACKAGE_MODULES = sorted(
+    p for pkg in ("keys", "hub", "clients") for p in (ROOT / pkg).rglob("*.py")
+)
+
+
+@pytest.mark.parametrize("path", PACKAGE_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_suites_imports_the_cryptographic_libraries(path: Path) -> None:
+    """Primitives sit behind one door (keys/_suites.py); everything else uses recipes."""
+    uses_primitives = bool(imported_roots(path) & {"cryptography", "nacl"})
+    assert uses_primitives == (path.name == "_suites.py")
 
 
 def test_clients_never_import_hub() -> None:
