@@ -2,11 +2,12 @@
 
 Nothing outside :mod:`keys` imports this module. It fixes every algorithm choice:
 
-* signatures: Ed25519 (RFC 8032), raw 32-byte keys, 64-byte signatures; signed with
-  ``cryptography`` (OpenSSL), verified with PyNaCl (libsodium), whose verification is
-  twice as fast here (~46 µs against ~95 µs) and stricter: it also refuses small-order
-  keys and ``R`` points and non-canonical encodings, which no honest signer produces, so
-  a signature it accepts every RFC 8032 verifier accepts;
+* signatures: Ed25519 (RFC 8032), raw 32-byte keys, 64-byte signatures, made and
+  verified with PyNaCl (libsodium): its verification is twice as fast as OpenSSL's here
+  (~46 µs against ~95 µs) and stricter: it also refuses small-order keys and ``R``
+  points and non-canonical encodings, which no honest signer produces, so a signature it
+  accepts every RFC 8032 verifier accepts. Signing is deterministic, so the signatures
+  are the bytes any RFC 8032 signer makes;
 * key encapsulation: HPKE (RFC 9180) base mode, single-shot, HKDF-SHA256 and
   AES-256-GCM, with one of two KEMs (:class:`Suite`):
   ``mlkem768-x25519`` (default; the ML-KEM-768 + X25519 hybrid, secure as long as
@@ -35,10 +36,11 @@ from typing import Final, Self
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey as _NaclSigningKey
 from nacl.signing import VerifyKey as _NaclVerifyKey
 
 from keys.errors import DecryptionFailed, InvalidSignature, MalformedInput
@@ -117,28 +119,29 @@ def sha256(*parts: bytes) -> bytes:
 
 
 class SigningKey:
-    """An Ed25519 private key."""
+    """An Ed25519 private key (its 32-byte seed, RFC 8032)."""
 
-    __slots__ = ("_key", "public")
+    __slots__ = ("_key", "_seed", "public")
 
     def __init__(self, raw: bytes) -> None:
         if len(raw) != ED25519_KEY:
             raise MalformedInput("signing key: expected 32 bytes")
-        self._key = ed25519.Ed25519PrivateKey.from_private_bytes(raw)
-        self.public = VerifyKey(self._key.public_key().public_bytes_raw())
+        self._seed = bytes(raw)
+        self._key = _NaclSigningKey(self._seed)
+        self.public = VerifyKey(bytes(self._key.verify_key))
 
     @classmethod
     def generate(cls) -> Self:
         """A fresh random signing key."""
-        return cls(ed25519.Ed25519PrivateKey.generate().private_bytes_raw())
+        return cls(os.urandom(ED25519_KEY))
 
     def raw(self) -> bytes:
         """The 32-byte private key; only the key file ever sees it."""
-        return self._key.private_bytes_raw()
+        return self._seed
 
     def sign(self, context: bytes, message: bytes) -> bytes:
-        """Sign ``context || message``."""
-        return self._key.sign(context + message)
+        """Sign ``context || message`` (deterministic: the same bytes as any RFC 8032 signer)."""
+        return self._key.sign(context + message).signature
 
 
 class VerifyKey:
