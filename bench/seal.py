@@ -14,7 +14,8 @@ recipients (1, 5, 10, 30) it times, per call:
   the signature, unwrap the content key, decrypt, decode the note);
 
 and, alternating call by call with them in the same loop so that both see the same
-machine, a baseline made of bare ``cryptography`` primitives on the same plaintext bytes:
+machine, a baseline made of the bare primitives of the libraries ``keys`` uses
+(``cryptography`` for HPKE and AES-GCM, PyNaCl for Ed25519) on the same plaintext bytes:
 
 * seal baseline: AES-256-GCM encryption of the body plus one HPKE wrap (same suite) of
   the 32-byte content key per recipient; no signature, no encoding, no hashing;
@@ -54,9 +55,11 @@ from typing import Final, TypeAlias
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cryptography
+import nacl
+import nacl.signing
 from cryptography.hazmat.backends.openssl import backend as openssl_backend
 from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import keys
@@ -208,7 +211,7 @@ class Fixture:
     sender: Identity
     readers: list[Identity]
     base_keys: list[tuple[BasePrivate, BasePublic]]
-    base_signer: ed25519.Ed25519PrivateKey
+    base_signer: nacl.signing.SigningKey
 
 
 def raw_keypair(suite: Suite) -> tuple[BasePrivate, BasePublic]:
@@ -232,7 +235,7 @@ def make_fixture(suite: Suite) -> Fixture:
         sender=Identity.generate("bench-sender", suite=suite),
         readers=sorted(readers, key=lambda reader: reader.agency),
         base_keys=[raw_keypair(suite) for _ in range(count)],
-        base_signer=ed25519.Ed25519PrivateKey.generate(),
+        base_signer=nacl.signing.SigningKey.generate(),
     )
 
 
@@ -291,11 +294,11 @@ def baseline_ops(fx: Fixture, plaintext: bytes, n: int, header_bytes: int) -> tu
     wrapped = suite.encrypt(key, public, info=infos[-1])
     ciphertext = AESGCM(key).encrypt(nonce, plaintext, BASE_AAD)
     header = os.urandom(header_bytes)
-    signature = fx.base_signer.sign(header)
-    verify_key = fx.base_signer.public_key()
+    signature = fx.base_signer.sign(header).signature
+    verify_key = fx.base_signer.verify_key
 
     def open_raw() -> None:
-        verify_key.verify(signature, header)
+        verify_key.verify(header, signature)
         content_key = suite.decrypt(wrapped, private, info=infos[-1])
         AESGCM(content_key).decrypt(nonce, ciphertext, BASE_AAD)
 
@@ -395,9 +398,9 @@ def primitive_ops(fixtures: Sequence[Fixture], target: Fixture) -> list[tuple[st
     peer = x25519.X25519PrivateKey.generate().public_key()
     kem = mlkem.MLKEM768PrivateKey.generate()
     _, encapsulated = kem.public_key().encapsulate()
-    signer = ed25519.Ed25519PrivateKey.generate()
+    signer = nacl.signing.SigningKey.generate()
     header = os.urandom(header_bytes)
-    signature = signer.sign(header)
+    signature = signer.sign(header).signature
     body_1k, body_64k = os.urandom(1024), os.urandom(64 * 1024)
     aead, nonce = AESGCM(key), os.urandom(12)
     ops += [
@@ -406,7 +409,7 @@ def primitive_ops(fixtures: Sequence[Fixture], target: Fixture) -> list[tuple[st
         ("ML-KEM-768 encapsulation", kem.public_key().encapsulate),
         ("ML-KEM-768 decapsulation", partial(kem.decapsulate, encapsulated)),
         (SIGN_LABEL, partial(signer.sign, header)),
-        (VERIFY_LABEL, partial(signer.public_key().verify, signature, header)),
+        (VERIFY_LABEL, partial(signer.verify_key.verify, header, signature)),
         (AEAD_LABEL, partial(aead.encrypt, nonce, body_1k, BASE_AAD)),
         ("AES-256-GCM encrypt 64 KB", partial(aead.encrypt, nonce, body_64k, BASE_AAD)),
         ("SHA-256 of 64 KB", partial(hashlib.sha256, body_64k)),
@@ -681,7 +684,7 @@ def profile_group(name: str, file_name: str) -> str:
     """The part of sealing a profiled function belongs to."""
     groups = (
         ("hpke.Suite", "HPKE wrap (hpke.Suite.encrypt, in Rust/OpenSSL)"),
-        ("ed25519", "Ed25519 sign"),
+        ("crypto_sign", "Ed25519 sign"),
         ("AESGCM", "AES-256-GCM body encryption"),
         ("_hashlib", "SHA-256 (digests, key commitment)"),
         ("urandom", "os.urandom"),
@@ -758,6 +761,7 @@ def machine_info() -> list[tuple[str, str]]:
         ("OS", platform.platform()),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         ("cryptography", f"{cryptography.__version__}, {openssl_backend.openssl_version_text()}"),
+        ("PyNaCl (Ed25519)", f"{nacl.__version__}, libsodium"),
         ("load average", " ".join(f"{x:.2f}" for x in os.getloadavg())),
     ]
 
