@@ -20,8 +20,8 @@ auditor configured out of band (never ``/v1/audit/key`` alone):
 
 Signature checks are most of the cost (~70 µs each; the rest of a leaf is a few µs, a
 note's header ~40 µs). They are collected per page and, once a log proves large, sent
-in batches to worker processes, one per core (Ed25519 in ``cryptography`` holds the
-GIL: threads would not help). The replay does not wait for them: it goes on with the
+in batches to worker processes, one per core (an Ed25519 check holds the GIL: threads
+would not help). The replay does not wait for them: it goes on with the
 next page, and failures are reported, batch by batch in submission order, as results
 come back and at :meth:`LogVerifier.finish`. Every signature is checked either way; a
 broken worker pool only sends its batches back to this process.
