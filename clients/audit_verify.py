@@ -18,7 +18,7 @@ auditor configured out of band (never ``/v1/audit/key`` alone):
    ``note-accepted`` record's header must match its fields and carry its sender's
    signature by a key of that history, every ``note-acknowledged`` record its reader's.
 
-Signature checks are most of the cost (~70 µs each; the rest of a leaf is a few µs, a
+Signature checks are most of the cost (~46 µs each; the rest of a leaf is a few µs, a
 note's header ~40 µs). They are collected per page and, once a log proves large, sent
 in batches to worker processes, one per core (an Ed25519 check holds the GIL: threads
 would not help). The replay does not wait for them: it goes on with the
