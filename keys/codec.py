@@ -43,6 +43,8 @@ _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
 _SCALARS: Final = (bool, int, str, bytes)
 _CONTAINERS: Final = (list, dict)
+#: What the canonical form keeps as it is: no range to check, nothing inside.
+_LEAVES: Final = frozenset({type(None), bool, str, bytes})
 
 
 def encode(value: Value, *, max_depth: int = MAX_DEPTH) -> bytes:
@@ -116,19 +118,30 @@ def _canonical(value: Any, depth: int, max_depth: int) -> Any:
     if depth > max_depth:
         raise LimitExceeded("nesting depth", max_depth)
     kind = type(value)
-    if value is None or kind in (bool, str, bytes):
+    if kind in _LEAVES:
         return value
     if kind is int:
         if not _INT_MIN <= value <= _INT_MAX:
             raise MalformedInput("integer out of range")
         return value
+    # Entries that are leaves are taken as they are rather than by a call each (a header
+    # holds many), unless they would be too deep: then every entry goes through the call.
+    shortcut = _LEAVES if depth < max_depth else frozenset()
     if kind is list or kind is tuple:
-        return [_canonical(item, depth + 1, max_depth) for item in value]
+        return [
+            item if type(item) in shortcut else _canonical(item, depth + 1, max_depth)
+            for item in value
+        ]
     if kind is dict:
         if any(type(key) is not str for key in value):
             raise MalformedInput("map keys must be strings")
         ordered = sorted(value, key=lambda key: key.encode("utf-8"))
-        return {key: _canonical(value[key], depth + 1, max_depth) for key in ordered}
+        return {
+            key: item
+            if type(item := value[key]) in shortcut
+            else _canonical(item, depth + 1, max_depth)
+            for key in ordered
+        }
     raise MalformedInput(f"type {kind.__name__} has no canonical encoding")
 
 

@@ -263,9 +263,9 @@ def _seal_from_parts(
         raise MalformedInput(f"note: at most {MAX_BODY_BYTES} bytes once encoded")
     aad = _body_aad(channel, message_id, sender.agency)
     ciphertext = _suites.aead_seal(content_key, body_nonce, plaintext, aad)
+    info = _HpkeInfo(channel, message_id)
     wrapped = tuple(
-        card.kem_key.wrap(content_key, _hpke_info(channel, message_id, card.agency, card.key_id))
-        for card in cards
+        card.kem_key.wrap(content_key, info.of(card.agency, card.key_id)) for card in cards
     )
     header = Header(
         message_id=message_id,
@@ -353,6 +353,24 @@ def _hpke_info(channel: str, message_id: bytes, agency: str, key_id: bytes) -> b
     )
 
 
+_EMPTY_AGENCY_AND_KEY: Final = codec.encode("") + codec.encode(b"")
+
+
+class _HpkeInfo:
+    """:func:`_hpke_info` for one seal's recipients: the channel and message id part is
+    encoded once. A canonical array is its header followed by its items' encodings, so
+    the bytes are those of :func:`_hpke_info` (a test compares them)."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, channel: str, message_id: bytes) -> None:
+        head = _hpke_info(channel, message_id, "", b"")
+        self._prefix = head[: -len(_EMPTY_AGENCY_AND_KEY)]
+
+    def of(self, agency: str, key_id: bytes) -> bytes:
+        return self._prefix + codec.encode(str(agency)) + codec.encode(bytes(key_id))
+
+
 def _body_aad(channel: str, message_id: bytes, sender: str) -> bytes:
     return labels.AAD_BODY + codec.encode([str(channel), bytes(message_id), str(sender)])
 
@@ -433,16 +451,54 @@ def _header_from_record(value: codec.Value) -> Header:
     )
 
 
+#: Markings already parsed, by their decoded text (at most the 2,000 valid combinations).
+_MARKINGS_SEEN: dict[tuple[object, ...], Markings] = {}
+
+
 def _markings_from(record: dict[str, Any]) -> Markings:
     source = record.get("src")
     info = record.get("inf")
-    return Markings(
+    seen = (record["cls"], record["hc"], record["tlp"], source, info)
+    known = _MARKINGS_SEEN.get(seen) if all(type(v) in _TEXT for v in seen) else None
+    if known is not None:
+        return known
+    markings = Markings(
         classification=Classification.parse(record["cls"]),
         handling=HandlingCode.parse(record["hc"]),
         tlp=Tlp.parse(record["tlp"]),
         source=None if source is None else SourceReliability.parse(source),
         info=None if info is None else InfoAssessment.parse(info),
     )
+    # Only valid markings get here, and there are 2,000 of them: the table stays small.
+    _MARKINGS_SEEN[seen] = markings
+    return markings
+
+
+_TEXT: Final = frozenset({str, type(None)})
+
+
+#: Recipients already checked, by their exact decoded values (bounded; see below).
+_RECIPIENTS_SEEN: dict[tuple[str, bytes], Recipient] = {}
+_RECIPIENTS_SEEN_MAX: Final = 4096
+
+
+def _recipient(agency: object, key_id: object) -> Recipient:
+    """``Recipient(AgencyId(agency), KeyId(key_id))``, remembered once built.
+
+    Every post and every opened note parses the same few recipients again; a hit skips
+    the two checks. Only values of the exact decoded types are looked up, and only
+    values that passed the checks are kept; the table is emptied when full, so hostile
+    input cannot grow it.
+    """
+    if type(agency) is str and type(key_id) is bytes:
+        known = _RECIPIENTS_SEEN.get((agency, key_id))
+        if known is not None:
+            return known
+    made = Recipient(AgencyId(agency), KeyId(key_id))  # type: ignore[arg-type]
+    if len(_RECIPIENTS_SEEN) >= _RECIPIENTS_SEEN_MAX:
+        _RECIPIENTS_SEEN.clear()
+    _RECIPIENTS_SEEN[(str(agency), bytes(made.key_id))] = made
+    return made
 
 
 def _recipients_from(items: list[Any]) -> tuple[Recipient, ...]:
@@ -451,7 +507,7 @@ def _recipients_from(items: list[Any]) -> tuple[Recipient, ...]:
     for pair in items:
         if type(pair) is not list or len(pair) != 2:
             raise MalformedInput("rcpt[]: expected [agency, key id]")
-        recipients.append(Recipient(AgencyId(pair[0]), KeyId(pair[1])))
+        recipients.append(_recipient(pair[0], pair[1]))
     if not recipients:
         raise MalformedInput("rcpt: at least one recipient is required")
     agencies = [r.agency for r in recipients]

@@ -11,6 +11,7 @@ import time
 import tracemalloc
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -217,6 +218,25 @@ def test_encode_refuses_non_str_map_keys(key: Any) -> None:
 def test_encode_refuses_integers_out_of_range(value: int) -> None:
     with pytest.raises(MalformedInput, match="integer out of range"):
         codec.encode(value)
+
+
+@pytest.mark.parametrize("leaf", [None, True, "text", b"bytes", 7], ids=repr)
+@pytest.mark.parametrize("container", ["list", "map"])
+def test_encode_bounds_the_depth_of_every_kind_of_leaf(leaf: codec.Value, container: str) -> None:
+    """A leaf one level too deep is refused whatever its type, in a list or a map: the
+    encoder's shortcut for leaves must not skip the depth check."""
+
+    def nest(levels: int) -> codec.Value:
+        value = leaf
+        for _ in range(levels):
+            value = [value] if container == "list" else {"k": value}
+        return value
+
+    assert codec.encode(nest(codec.MAX_DEPTH)) == msgpack.packb(
+        nest(codec.MAX_DEPTH), use_bin_type=True
+    )
+    with pytest.raises(LimitExceeded):
+        codec.encode(nest(codec.MAX_DEPTH + 1))
 
 
 def test_encode_bounds_nesting() -> None:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import keys.envelope as envelope_module
 from keys import (
     Classification,
     DecryptionFailed,
@@ -476,3 +477,64 @@ def test_note_fields_are_checked(kwargs: dict[str, Any]) -> None:
 def test_note_body_with_unknown_fields_is_refused() -> None:
     with pytest.raises(MalformedInput, match="unknown field 'html'"):
         Note.parse(codec.encode({"text": "x", "html": "<b>"}))
+
+
+# -- per-seal and per-parse shortcuts give the bytes and values of the long way ---------
+
+_SLUG = st.from_regex(r"[a-z][a-z0-9]{2,20}(-[a-z0-9]{1,10}){0,2}", fullmatch=True)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(channel=_SLUG, message_id=st.binary(min_size=16, max_size=16), agency=_SLUG)
+def test_the_hpke_info_of_a_seal_is_the_info_of_each_recipient(
+    channel: str, message_id: bytes, agency: str
+) -> None:
+    """_HpkeInfo encodes the channel part once; each recipient's info is byte for byte the
+    canonical encoding the protocol defines (PROTOCOL.md, HPKE info)."""
+    key_id = bytes(reversed(message_id))
+    expected = labels.HPKE_INFO_CONTENT_KEY + codec.encode([channel, message_id, agency, key_id])
+    assert envelope_module._HpkeInfo(channel, message_id).of(agency, key_id) == expected
+    assert envelope_module._hpke_info(channel, message_id, agency, key_id) == expected
+
+
+def test_remembered_recipients_are_only_checked_ones_and_stay_bounded() -> None:
+    """A recipient seen before is reused; a bad one is refused every time and never kept;
+    a flood of distinct valid ones cannot grow the table past its bound."""
+    seen = envelope_module._RECIPIENTS_SEEN
+    seen.clear()
+    first = envelope_module._recipient("pp-duisburg", b"\x01" * 16)
+    assert envelope_module._recipient("pp-duisburg", b"\x01" * 16) is first
+    for agency, key_id in [("PP", b"\x01" * 16), ("pp-duisburg", b"\x01" * 15), (1, b"x")]:
+        with pytest.raises(MalformedInput):
+            envelope_module._recipient(agency, key_id)
+    assert list(seen) == [("pp-duisburg", b"\x01" * 16)]
+    limit = envelope_module._RECIPIENTS_SEEN_MAX
+    for n in range(limit + 10):
+        envelope_module._recipient(f"agency-{n}", n.to_bytes(16, "big"))
+    assert len(seen) <= limit
+    seen.clear()
+
+
+def test_remembered_markings_are_only_valid_ones_and_at_most_every_combination() -> None:
+    """Parsed markings are reused by their text; invalid text is refused every time and
+    never kept, so the table holds at most one entry per valid combination."""
+    from keys.markings import InfoAssessment, SourceReliability
+
+    seen = envelope_module._MARKINGS_SEEN
+    seen.clear()
+    record = {"cls": "VS-NfD", "hc": "H1", "tlp": "AMBER"}
+    first = envelope_module._markings_from(record)
+    assert envelope_module._markings_from(dict(record)) is first
+    for bad in [{**record, "cls": "STRENG"}, {**record, "src": "Z"}, {**record, "hc": 1}]:
+        with pytest.raises(MalformedInput):
+            envelope_module._markings_from(bad)
+    assert len(seen) == 1
+    combinations = (
+        len(Classification)
+        * len(HandlingCode)
+        * len(Tlp)
+        * (len(SourceReliability) + 1)
+        * (len(InfoAssessment) + 1)
+    )
+    assert combinations == 2000
+    seen.clear()
