@@ -368,7 +368,8 @@ class _HpkeInfo:
         self._prefix = head[: -len(_EMPTY_AGENCY_AND_KEY)]
 
     def of(self, agency: str, key_id: bytes) -> bytes:
-        return self._prefix + codec.encode(str(agency)) + codec.encode(bytes(key_id))
+        # The pair's encoding after its one-byte array header (0x92).
+        return self._prefix + codec.encode([str(agency), bytes(key_id)])[1:]
 
 
 def _body_aad(channel: str, message_id: bytes, sender: str) -> bytes:
