@@ -135,7 +135,8 @@ def _canonical(value: Any, depth: int, max_depth: int) -> Any:
     if kind is dict:
         if any(type(key) is not str for key in value):
             raise MalformedInput("map keys must be strings")
-        ordered = sorted(value, key=lambda key: key.encode("utf-8"))
+        # UTF-8 keeps code point order, so sorting the text sorts the encoded bytes.
+        ordered = sorted(value)
         return {
             key: item
             if type(item := value[key]) in shortcut
@@ -153,8 +154,8 @@ def _check_tree(value: Any, depth: int, max_depth: int) -> None:
     elif kind is dict:
         if any(type(key) is not str for key in value):
             raise MalformedInput("map keys must be strings")
-        order = [key.encode("utf-8") for key in value]
-        if order != sorted(order):
+        keys = list(value)
+        if keys != sorted(keys):  # text order is UTF-8 byte order (see _canonical)
             raise MalformedInput("not in canonical form")
         items = value.values()
     elif value is None or kind in _SCALARS:

@@ -180,6 +180,20 @@ def test_map_encoding_is_independent_of_insertion_order(
     assert codec.encode(shuffled) == codec.encode(value)
 
 
+_NO_SURROGATES = st.text(st.characters(exclude_categories=("Cs",)), max_size=6)
+
+
+@FAST
+@given(st.dictionaries(_NO_SURROGATES, SCALARS, max_size=8))
+def test_map_keys_come_out_in_utf8_byte_order_for_any_text(value: dict[str, codec.Value]) -> None:
+    """Any code points (astral ones too): keys sorted as text are sorted as UTF-8 bytes,
+    and decode accepts exactly that order back."""
+    decoded = codec.decode(codec.encode(value), max_bytes=1 << 16)
+    assert isinstance(decoded, dict)
+    encoded_keys = [key.encode("utf-8") for key in decoded]
+    assert encoded_keys == sorted(encoded_keys)
+
+
 def test_nested_maps_are_sorted_too() -> None:
     a = codec.encode({"x": [{"b": 1, "a": 2}], "w": {"d": None, "c": b""}})
     b = codec.encode({"w": {"c": b"", "d": None}, "x": [{"a": 2, "b": 1}]})
