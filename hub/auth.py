@@ -11,9 +11,11 @@ The middleware, for every path but the public ones:
 4. in one Redis round trip, reads the card's directory entry fresh and records the
    nonce for as long as the request could be accepted (twice the window, plus two
    seconds because the window is checked in whole seconds);
-5. refuses the request if the key is not the entry's current key or the entry is not
-   active (and then forgets the nonce it just recorded, so a refused request leaves
-   nothing behind), or if the nonce was seen before (a replay);
+5. refuses the request if the nonce was seen before (a replay), or if the key is not
+   the entry's current key or the entry is not active. The nonce stays recorded either
+   way: a request whose signature verified is used up, whatever the answer, so it cannot
+   be replayed within the window once the reason for its refusal is gone (an agency
+   reinstated, a suspended key's refusal raced by its rotation);
 6. puts the caller on the request for the handlers.
 
 Each refusal is its own problem type, and nothing about keys leaks into the detail.
@@ -31,7 +33,6 @@ from aiohttp import web
 from hub.directory import Directory
 from hub.errors import (
     AgencySuspended,
-    HubError,
     NotFound,
     ReplayedRequest,
     StaleRequest,
@@ -94,14 +95,9 @@ class Authenticator:
         entries, fresh = await self.store.agencies_and_nonce(
             [str(card.agency), *also], keyid, verified.nonce, self._nonce_ttl_s
         )
-        try:
-            record = _current_entry(entries[0], card)
-        except HubError:
-            if fresh:
-                await self.store.forget_nonce(keyid, verified.nonce)
-            raise
         if not fresh:
             raise ReplayedRequest("this nonce was already used; sign every request afresh")
+        record = _current_entry(entries[0], card)
         return Caller(record, card, dict(zip(also, entries[1:], strict=True)))
 
     @property

@@ -534,8 +534,8 @@ class Store:
     ) -> tuple[list[AgencyRecord | None], bool]:
         """:meth:`get_agencies` and :meth:`remember_nonce`, in one round trip.
 
-        Two slots, so not atomic: the caller that refuses the request after seeing the
-        entries forgets the nonce again (:meth:`forget_nonce`).
+        Two slots, so not atomic; it need not be: the nonce is recorded whatever the
+        entries say (a verified request is used up even when it is refused).
         """
         found, stored = await _call(
             self._link.batch(
@@ -545,18 +545,8 @@ class Store:
                 ]
             )
         )
-        try:
-            records = [None if data is None else self._parse_agency(data) for data in found]
-        except Exception:
-            # A damaged entry fails the request: it must leave no nonce behind either.
-            if stored:
-                await self.forget_nonce(key_id_hex, value)
-            raise
+        records = [None if data is None else self._parse_agency(data) for data in found]
         return records, bool(stored)
-
-    async def forget_nonce(self, key_id_hex: str, value: str) -> None:
-        """Delete a nonce this request recorded, for a request refused after all."""
-        await _call(self._link.call("DEL", keyspace.nonce(key_id_hex, value)))
 
     async def remember_nonce(self, key_id_hex: str, value: str, ttl_s: int) -> bool:
         """Record a request nonce; False when it was already seen (a replay)."""

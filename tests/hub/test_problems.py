@@ -167,8 +167,9 @@ async def test_a_damaged_directory_entry_is_a_500_that_reveals_nothing(
 ) -> None:
     hostile = b"\x85\xa5agency\xabpp-duisburg GEHEIMER-WERT"
     redis_db.hset(keyspace.agencies(), POLICE, hostile)
-    # An unexpected error is no refusal: it is logged for the operator, not audited.
-    with nothing_written(redis_db, nonces=0, refusals=0):
+    # An unexpected error is no refusal: it is logged for the operator, not audited. The
+    # request's signature verified, so its nonce is used up (hub/auth.py step 5).
+    with nothing_written(redis_db, nonces=1, refusals=0):
         answer = await signed(http, world, "GET", "/v1/agencies")
     problem = assert_problem(answer, 500, "internal", "logged")
     assert "GEHEIMER-WERT" not in answer.body.decode() and "Traceback" not in problem["detail"]

@@ -8,8 +8,9 @@ holds no key bytes and no note content), and that nothing was written to Redis.
 "Nothing written" compares a snapshot of every key (its ``DUMP`` and whether it expires)
 before and after. Only the nonce keys ``siko:{n:<key id>}:<nonce>`` are left out of the
 comparison, and counted separately: a request whose signature verified records its nonce
-*by design* (replay protection, hub/auth.py step 4), even if a later check refuses it. A
-request refused by authentication itself must not even leave a nonce.
+*by design* (replay protection, hub/auth.py steps 4 and 5), even if a later check (its
+agency's status, its key, the handler's own) refuses it. A request refused before its
+signature verified leaves no nonce.
 
 Hostile requests are made by hand with :func:`keys.httpsig.sign_request` and a plain
 ``aiohttp.ClientSession``; refusals the SDK can provoke use the SDK and its exception
@@ -561,7 +562,7 @@ async def test_a_replaced_key_is_refused(world: RunningHub, redis_db: redis.Redi
     rotated = Identity.generate(CITY, suite=Suite.X25519)
     city = await world.client(CITY)
     await city.add_card(CITY, rotated.card)
-    with nothing_written(redis_db, nonces=0), pytest.raises(sdk.Unauthenticated) as excinfo:
+    with nothing_written(redis_db, nonces=1), pytest.raises(sdk.Unauthenticated) as excinfo:
         await city.roster(CHANNEL)
     assert_sdk_problem(excinfo, 401, "unauthenticated", "replaced", "current key")
     async with HubClient(world.base_url, rotated) as fresh:
@@ -583,7 +584,7 @@ async def test_a_suspended_agency_is_refused_everything(
     admin = await world.client(ADMIN)
     city = await world.client(CITY)
     await admin.set_status(CITY, "suspended")
-    with nothing_written(redis_db, nonces=0, refusals=3):
+    with nothing_written(redis_db, nonces=3, refusals=3):
         with pytest.raises(sdk.AgencySuspended) as excinfo:
             await city.post_note(CHANNEL, Note(SECRET_TEXT), MARKS)
         assert_sdk_problem(excinfo, 403, "agency-suspended", CITY)
