@@ -596,6 +596,25 @@ async def test_a_suspended_agency_is_refused_everything(
     assert (await city.page_notes(CHANNEL)).notes == ()
 
 
+async def test_a_refused_request_cannot_be_replayed_once_its_reason_is_gone(
+    world: RunningHub, http: aiohttp.ClientSession, redis_db: redis.Redis
+) -> None:
+    """Refused while its agency was suspended, the very same request (headers and all)
+    sent again after the agency is reinstated is a replay, not a first use."""
+    admin = await world.client(ADMIN)
+    await admin.set_status(CITY, "suspended")
+    headers = {
+        "Accept": "application/json",
+        **sign(world, "GET", "/v1/agencies", signer=identity(CITY)),
+    }
+    first = await send(http, world.base_url + "/v1/agencies", "GET", headers, b"")
+    assert_problem(first, 403, "agency-suspended", CITY)
+    await admin.set_status(CITY, "active")
+    with nothing_written(redis_db, nonces=0):
+        again = await send(http, world.base_url + "/v1/agencies", "GET", headers, b"")
+    assert_problem(again, 401, "replayed-request", "nonce")
+
+
 async def test_a_key_is_refused_what_its_kind_may_not_do(
     world: RunningHub, redis_db: redis.Redis
 ) -> None:
