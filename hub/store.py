@@ -28,6 +28,7 @@ from typing import Any, Final, TypeVar
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -45,6 +46,9 @@ RETRY_AFTER_S: Final = 1
 NEWEST: Final = "$"
 #: Parsed directory entries and channel records kept by their bytes (see _remembered).
 PARSE_CACHE_SIZE: Final = 4096
+#: Connections of one hub process's redis-py pool, and how long a request waits for one.
+MAX_POOL_CONNECTIONS: Final = 512
+POOL_WAIT_S: Final = 5.0
 
 _R = TypeVar("_R")
 
@@ -207,14 +211,27 @@ class Store:
         self._channels_seen: dict[str, tuple[ChannelRecord, int]] = {}
 
     @classmethod
-    def connect(cls, url: str) -> Store:
+    def connect(
+        cls,
+        url: str,
+        *,
+        max_connections: int = MAX_POOL_CONNECTIONS,
+        pool_wait_s: float = POOL_WAIT_S,
+    ) -> Store:
         """A store over a new connection pool to ``url`` (retries reconnects briefly).
 
-        The link takes its address, credentials and timeouts from the same settings.
+        The pool holds at most ``max_connections``: a live feed holds one per channel
+        while it waits for notes, and without a bound a burst of requests could open
+        connections until Redis refuses every client (its ``maxclients``), the link
+        included. A request that finds them all busy waits up to ``pool_wait_s``, then
+        is answered 503 (``Unavailable``). The link takes its address, credentials and
+        timeouts from the same settings.
         """
         scheme = url.partition("://")[0].lower()
-        client = aioredis.Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=pool_wait_s,
             connection_class=_CONNECTION_CLASSES.get(scheme, StoreConnection),
             socket_timeout=5.0,
             socket_connect_timeout=2.0,
@@ -222,7 +239,7 @@ class Store:
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
         )
-        return cls(client)
+        return cls(aioredis.Redis.from_pool(pool))
 
     @property
     def client(self) -> aioredis.Redis:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -715,3 +716,29 @@ async def test_a_rediss_url_speaks_tls_and_never_sends_the_password_in_clear() -
     assert len(received) >= 2
     assert all(first.startswith(b"\x16\x03") for first in received)  # a TLS ClientHello
     assert not any(b"s3cret-pw" in first for first in received)
+
+
+# -- the pool's bound ---------------------------------------------------------------------
+
+
+async def test_a_full_pool_makes_a_request_wait_then_answers_unavailable(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    """With every pooled connection held by a feed's blocking read, a request waits for
+    one and is answered 503 when none frees up in time (an unbounded pool would have
+    opened a third), and once a connection is free requests go through again."""
+    bounded = Store.connect(redis_url, max_connections=2, pool_wait_s=0.3)
+    try:
+        waits = [
+            asyncio.create_task(bounded.wait_after(CHANNEL, "$", count=1, block_ms=1500))
+            for _ in range(2)
+        ]
+        await asyncio.sleep(0.2)  # both blocking reads hold their connections now
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            await bounded.list_channels()
+        assert 0.25 <= time.monotonic() - started < 1.2
+        assert await asyncio.gather(*waits) == [[], []]
+        assert await bounded.list_channels() == []
+    finally:
+        await bounded.close()
