@@ -487,6 +487,18 @@ async def test_authentication_refusals_write_nothing_not_even_a_nonce(
     assert not redis_db.exists(f"siko:{{ch:{CHANNEL}}}:notes")
 
 
+async def test_a_target_uri_beyond_the_profile_is_refused_before_any_check_of_the_signature(
+    world: RunningHub, http: aiohttp.ClientSession, redis_db: redis.Redis
+) -> None:
+    """A request URI longer than the profile allows (4,096 characters) is refused as
+    such, whatever was signed; nothing is written, not even a nonce."""
+    body = sealed()
+    padded = world.base_url + NOTES_PATH + "?pad=" + "a" * httpsig.MAX_TARGET_URI
+    with nothing_written(redis_db, nonces=0):
+        answer = await send(http, padded, "POST", post_headers(world, body), body)
+    assert_problem(answer, 401, "unauthenticated", "request signature", "target uri")
+
+
 # -- replays ---------------------------------------------------------------------------
 
 
