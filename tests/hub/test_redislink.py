@@ -376,3 +376,45 @@ async def test_the_url_database_is_selected_and_the_link_has_a_name(
     assert redis_db.get("in-three") is None
     with redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3") as three:
         assert three.get("in-three") == b"1"
+
+
+# -- a peer that does not speak Redis's protocol -----------------------------------------
+
+
+async def _fake_redis(answer: bytes) -> tuple[asyncio.Server, int]:
+    """A local TCP server that answers the link's handshake with ``answer`` and then
+    stays silent: a broken or hostile peer, not a Redis."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)  # the handshake
+        writer.write(answer)
+        await writer.drain()
+        await reader.read(4096)  # then hold the connection until the client drops it
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (b"+OK\r\n!!! not RESP\r\n", "protocol error"),
+        (b"+OK\r\n+OK\r\n", "nobody asked for"),
+    ],
+    ids=["garbage", "an unrequested reply"],
+)
+async def test_bytes_that_are_not_the_replies_asked_for_drop_the_connection(
+    answer: bytes, why: str
+) -> None:
+    """Garbage, or more replies than commands, fail every pending caller with a
+    ConnectionError naming the fault, and the link does not go on reading that stream."""
+    server, port = await _fake_redis(answer)
+    link = RedisLink(Endpoint(host="127.0.0.1", port=port), timeout_s=2.0)
+    try:
+        with pytest.raises(RedisConnectionError, match=why):
+            await bounded(link.call("PING"))
+    finally:
+        await link.close()
+        server.close()
+        await server.wait_closed()
