@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/seal.py
 	$(PY) bench/hub.py
 	$(PY) bench/audit.py
+	$(PY) bench/audit_verify.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
