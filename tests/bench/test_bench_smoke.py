@@ -26,3 +26,26 @@ def test_benchmark_runs_and_reports_its_goals(script: str, mode: str) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("**Goal:") == 2, done.stdout
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["bench/seal.py", "--quick"], ["seal < 1,000 µs", "open < 200 µs"]),
+        (
+            ["bench/audit_verify.py", "--leaves", "1000", "--runs", "1"],
+            ["| refusals |", "| mix |", "| notes |"],
+        ),
+    ],
+    ids=["seal", "audit_verify"],
+)
+def test_the_other_benchmarks_run_and_report_every_case(
+    command: list[str], expected: list[str]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=110
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for line in expected:
+        assert line in done.stdout, done.stdout[-3000:]
