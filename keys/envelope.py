@@ -20,6 +20,7 @@ is why its header accessor is called :func:`peek_header_unverified`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
@@ -183,10 +184,19 @@ class Envelope:
             codec.expect_bytes(item, "wk[]", max_size=largest)
         codec.expect_bytes(outer["ct"], "ct", max_size=MAX_BODY_BYTES + _suites.AEAD_TAG)
         signature = codec.expect_bytes(outer["sig"], "sig", size=_suites.ED25519_SIG)
-        return cls(header, outer["h"], tuple(wrapped), outer["ct"], signature)
+        envelope = cls(header, outer["h"], tuple(wrapped), outer["ct"], signature)
+        # decode() refused anything but the canonical form: ``data`` is what serialize()
+        # would encode again, so it is kept rather than encoded once more (the hub
+        # digests every envelope it accepts).
+        envelope.__dict__["_canonical_bytes"] = data
+        return envelope
 
     def serialize(self) -> bytes:
         """The envelope's canonical bytes."""
+        return self._canonical_bytes
+
+    @functools.cached_property
+    def _canonical_bytes(self) -> bytes:
         return codec.encode(
             {
                 "h": self.header_bytes,

@@ -538,3 +538,17 @@ def test_remembered_markings_are_only_valid_ones_and_at_most_every_combination()
     )
     assert combinations == 2000
     seen.clear()
+
+
+def test_a_parsed_envelope_serializes_to_the_bytes_it_came_from_and_a_changed_copy_anew() -> None:
+    """Parsing keeps the (canonical) bytes for serialize(); a copy with a field changed
+    encodes its own bytes, never the original's."""
+    import dataclasses
+
+    data = seal_for(agency("pp-duisburg"), [agency("sta-essen")])
+    envelope = Envelope.parse(data)
+    assert envelope.serialize() is data
+    changed = dataclasses.replace(envelope, signature=bytes(64))
+    assert changed.serialize() != data
+    assert Envelope.parse(changed.serialize()).signature == bytes(64)
+    assert codec.decode(changed.serialize(), max_bytes=len(data))["h"] == envelope.header_bytes
