@@ -45,3 +45,13 @@ async def hub(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> AsyncIte
 async def world(hub: RunningHub) -> RunningHub:
     await make_world(hub)
     return hub
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    """A redis-server of this test alone (appendfsync always), which it may kill, pause
+    and restart: fault tests must not touch the session one."""
+    server = EmbeddedRedis(tmp_path / "redis", appendfsync="always")
+    await server.start()
+    yield server
+    await server.stop()

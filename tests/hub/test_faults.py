@@ -60,15 +60,6 @@ STEP_S = 15.0  # the longest any single expected event may take
 # -- helpers ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    """A redis-server of this test alone, which it may kill and restart."""
-    server = EmbeddedRedis(tmp_path / "redis", appendfsync="always")
-    await server.start()
-    yield server
-    await server.stop()
-
-
 async def until(condition: Callable[[], bool], what: str, timeout: float = STEP_S) -> None:
     try:
         async with asyncio.timeout(timeout):

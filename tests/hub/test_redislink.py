@@ -15,7 +15,6 @@ import random
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -48,15 +47,6 @@ async def link(redis_url: str, redis_db: redis.Redis) -> AsyncIterator[RedisLink
     opened = link_to(redis_url)
     yield opened
     await opened.close()
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    """A redis-server of this test alone, which it may kill, pause and restart."""
-    server = EmbeddedRedis(tmp_path / "redis", appendfsync="always")
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def server_pid(url: str) -> int:
