@@ -204,7 +204,7 @@ def _log_key(settings: Settings, *, make: bool) -> LogKey:
 async def _audit(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     audit = AuditLog(
-        LogStore(app[STORE].client),
+        LogStore(app[STORE].client, app[STORE].link),
         _log_key(settings, make=REPLICA not in app),
         checkpoint_interval_s=settings.checkpoint_interval_s,
     )

@@ -4,12 +4,12 @@ A companion of :mod:`hub.store`, whose ``_call`` translates every Redis error in
 :class:`~hub.errors.Unavailable`; nothing here touches a Redis error itself.
 
 What the sequencer runs for every batch (read the outbox and trim what the last batch
-took, sequence, trim when done) goes over the :class:`~hub.store.Store`'s link when
-this LogStore shares the Store's client, as in the hub. Reading the log's size and
-subtree hashes (once at start, after a lost race, per checkpoint), cursors, proofs and
-deletion stay on redis-py's pool. A LogStore over a client no Store was made over
-(tests, benchmarks) has no link to borrow and uses the pool throughout: a link of its
-own would need closing, and a LogStore has no ``close``.
+took, sequence, trim when done) goes over the link it is handed, the
+:class:`~hub.store.Store`'s (:attr:`~hub.store.Store.link`), as in the hub. Reading the
+log's size and subtree hashes (once at start, after a lost race, per checkpoint),
+cursors, proofs and deletion stay on redis-py's pool. A LogStore handed no link (tests,
+benchmarks) uses the pool throughout: a link of its own would need closing, and a
+LogStore has no ``close``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import redis.asyncio as aioredis
 
 from hub import keyspace
 from hub.events import AuditEvent
-from hub.redislink import Arg, LinkScript
-from hub.store import _call, shared_link
+from hub.redislink import Arg, LinkScript, RedisLink
+from hub.store import _call
 
 #: KEYS[1] checkpoints hash, KEYS[2] latest checkpoint; ARGV[1] size, ARGV[2] note.
 #: Stores the note for its size; makes it the latest unless a larger one is there.
@@ -95,9 +95,9 @@ def node_field(level: int, index: int) -> str:
 class LogStore:
     """Named Redis operations of the audit log."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, link: RedisLink | None = None) -> None:
         self._redis = client
-        self._link = shared_link(client)
+        self._link = link
         self._sequence = client.register_script(keyspace.SEQUENCE)
         self._put_checkpoint = client.register_script(_PUT_CHECKPOINT)
         self._delete_record = client.register_script(_DELETE_RECORD)

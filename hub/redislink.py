@@ -62,7 +62,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Arg", "Endpoint", "LinkScript", "RedisLink"]
+__all__ = ["Arg", "Endpoint", "LinkScript", "RedisLink", "pack"]
 
 #: One argument of a command, as hiredis packs it.
 Arg: TypeAlias = bytes | str | int | float
@@ -131,11 +131,19 @@ class LinkScript:
         self.sha = hashlib.sha1(self.source, usedforsecurity=False).hexdigest()
 
 
-def _pack(command: Command) -> bytes:
-    """One command in the Redis protocol; a value hiredis cannot pack is a ``DataError``."""
+def pack(command: Sequence[Any]) -> bytes:
+    """One command in the Redis protocol, packed by hiredis (C); for the link and for
+    the store's redis-py connections alike.
+
+    As redis-py's packers do, a command name of several words (``"CLIENT SETNAME"``) is
+    split into them, a ``bytearray`` or ``memoryview`` is sent as its bytes, and a value
+    hiredis cannot pack is a ``DataError``.
+    """
+    head = command[0]
+    words = head.split() if isinstance(head, str | bytes) else [head]
+    args = (bytes(a) if isinstance(a, bytearray | memoryview) else a for a in command[1:])
     try:
-        # (hiredis's stub declares a 1-tuple; it packs tuples of any length)
-        packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]
+        packed: bytes = hiredis.pack_command((*words, *args))
     except TypeError as exc:
         raise DataError(str(exc)) from None
     return packed
@@ -185,14 +193,14 @@ class _Connection(asyncio.Protocol):
 
     def request(self, command: Command) -> asyncio.Future[Any]:
         """Queue one command; the future of its reply."""
-        data = _pack(command)
+        data = pack(command)
         future = self.loop.create_future()
         self._queue(data, future, 1)
         return future
 
     def request_many(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
         """Queue commands to be written together; the future of their replies, in order."""
-        data = b"".join([_pack(command) for command in commands])
+        data = b"".join([pack(command) for command in commands])
         future: asyncio.Future[list[Any]] = self.loop.create_future()
         self._queue(data, _Batch(future, len(commands)), len(commands))
         return future

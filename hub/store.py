@@ -9,8 +9,8 @@ be atomic is one Lua script.
 Two ways to Redis. The commands every post runs (the caller's directory entry and
 nonce, the append, the retry look-up with the channel record) go over the store's
 :class:`~hub.redislink.RedisLink`, one multiplexed connection at a few microseconds of
-CPU per command; :class:`~hub.logstore.LogStore` borrows the same link for the
-sequencer's per-batch commands (:func:`shared_link`). Everything else (blocking reads of
+CPU per command; :class:`~hub.logstore.LogStore` is handed the same link
+(:attr:`Store.link`) for the sequencer's per-batch commands. Everything else (blocking reads of
 live feeds, administration, audit reads) stays on redis-py's pool, at about 75 us per
 command. The link does not retry a command whose connection failed (it may have been
 applied): the caller gets :class:`~hub.errors.Unavailable` and retries, which a post
@@ -21,26 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, RedisError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub import keyspace
 from hub.errors import Conflict, IdempotencyConflict, NotFound, RosterChanged, Unavailable
 from hub.events import AuditEvent
 from hub.records import AgencyRecord, ChannelRecord
-from hub.redislink import Arg, LinkScript, RedisLink
+from hub.redislink import Arg, LinkScript, RedisLink, pack
 
 RETRY_AFTER_S: Final = 1
 NEWEST: Final = "$"
@@ -53,15 +51,6 @@ POOL_WAIT_S: Final = 5.0
 _R = TypeVar("_R")
 
 _APPEND_NOTE: Final = LinkScript(keyspace.APPEND_NOTE)
-
-#: The link of each client a Store was made over: a LogStore over the same client shares
-#: it (one connection per hub process), and the Store closes it.
-_LINKS: weakref.WeakKeyDictionary[aioredis.Redis, RedisLink] = weakref.WeakKeyDictionary()
-
-
-def shared_link(client: aioredis.Redis) -> RedisLink | None:
-    """The link of the :class:`Store` made over ``client``, if one was."""
-    return _LINKS.get(client)
 
 
 @dataclass(frozen=True)
@@ -101,21 +90,8 @@ class _HiredisPacking(AbstractConnection):
     """
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        """One command in the Redis protocol, packed by hiredis's public ``pack_command``.
-
-        As redis-py's packers do, a command name with spaces (``"CLIENT SETNAME"``) is
-        split into its words, and a value hiredis cannot pack is a ``DataError``.
-        """
-        head = args[0]
-        words = head.split() if isinstance(head, str | bytes) else [head]
-        command = (
-            *words,
-            *(bytes(a) if isinstance(a, bytearray | memoryview) else a for a in args[1:]),
-        )
-        try:
-            return [hiredis.pack_command(command)]
-        except TypeError as exc:
-            raise DataError(str(exc)) from None
+        """One command in the Redis protocol, packed by hiredis (:func:`hub.redislink.pack`)."""
+        return [pack(args)]
 
     async def send_packed_command(
         self, command: bytes | str | Iterable[bytes], check_health: bool = True
@@ -199,10 +175,7 @@ class Store:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
-        link = _LINKS.get(client)
-        if link is None:
-            link = _LINKS[client] = RedisLink.for_client(client)
-        self._link = link
+        self._link = RedisLink.for_client(client)
         self._put_channel = client.register_script(keyspace.PUT_CHANNEL)
         self._advance = client.register_script(keyspace.ADVANCE_READ)
         self._put_agency = client.register_script(keyspace.PUT_AGENCY)
@@ -240,6 +213,12 @@ class Store:
             retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
         )
         return cls(aioredis.Redis.from_pool(pool))
+
+    @property
+    def link(self) -> RedisLink:
+        """The multiplexed connection of the post path, shared with the audit log's
+        :class:`~hub.logstore.LogStore`; :meth:`close` closes it."""
+        return self._link
 
     @property
     def client(self) -> aioredis.Redis:

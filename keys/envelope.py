@@ -464,6 +464,7 @@ def _header_from_record(value: codec.Value) -> Header:
 
 #: Markings already parsed, by their decoded text (at most the 2,000 valid combinations).
 _MARKINGS_SEEN: dict[tuple[object, ...], Markings] = {}
+_TEXT: Final = frozenset({str, type(None)})
 
 
 def _markings_from(record: dict[str, Any]) -> Markings:
@@ -483,9 +484,6 @@ def _markings_from(record: dict[str, Any]) -> Markings:
     # Only valid markings get here, and there are 2,000 of them: the table stays small.
     _MARKINGS_SEEN[seen] = markings
     return markings
-
-
-_TEXT: Final = frozenset({str, type(None)})
 
 
 #: Recipients already checked, by their exact decoded values (bounded; see below).
@@ -508,7 +506,7 @@ def _recipient(agency: object, key_id: object) -> Recipient:
     made = Recipient(AgencyId(agency), KeyId(key_id))  # type: ignore[arg-type]
     if len(_RECIPIENTS_SEEN) >= _RECIPIENTS_SEEN_MAX:
         _RECIPIENTS_SEEN.clear()
-    _RECIPIENTS_SEEN[(str(agency), bytes(made.key_id))] = made
+    _RECIPIENTS_SEEN[(str(made.agency), bytes(made.key_id))] = made
     return made
 
 

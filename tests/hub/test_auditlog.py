@@ -40,6 +40,7 @@ from hub.errors import Conflict, NotFound, Unavailable
 from hub.events import AuditEvent
 from hub.logstore import LogStore, StoredLeaf
 from hub.records import AgencyRecord, ChannelRecord, Kind, Role, Status
+from hub.redislink import RedisLink
 from hub.state import AUDIT, STORE
 from hub.store import Store
 from keys import (
@@ -170,8 +171,8 @@ def stored_roots_match(leaves: Sequence[bytes], nodes: dict[bytes, bytes]) -> No
 class CountingLogStore(LogStore):
     """A LogStore that counts lost races and can run a hook before sequencing."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        super().__init__(client)
+    def __init__(self, client: aioredis.Redis, link: RedisLink | None = None) -> None:
+        super().__init__(client, link)
         self.results: list[int | None] = []
         self.before_sequence: Callable[[], Awaitable[None]] | None = None
 

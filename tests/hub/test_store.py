@@ -619,9 +619,9 @@ async def test_a_value_hiredis_cannot_pack_is_a_data_error_and_nothing_is_sent(
 
 @pytest.fixture
 async def linked_bench(redis_url: str, redis_db: redis.Redis) -> AsyncIterator[Bench]:
-    """test_auditlog's bench, but every LogStore shares a Store's client, as in the hub."""
+    """test_auditlog's bench, but every LogStore is handed a Store's link, as in the hub."""
     stores = [Store.connect(redis_url) for _ in range(3)]
-    logstores = [CountingLogStore(store.client) for store in stores[1:]]
+    logstores = [CountingLogStore(store.client, store.link) for store in stores[1:]]
     key = LogKey.generate(ORIGIN)
     logs = [AuditLog(logstore, key, checkpoint_interval_s=1.0) for logstore in logstores]
     yield Bench(stores[0], logs, logstores, [store.client for store in stores])
@@ -632,13 +632,13 @@ async def linked_bench(redis_url: str, redis_db: redis.Redis) -> AsyncIterator[B
 async def test_the_sequencers_batches_go_over_the_link_of_the_store_it_shares(
     redis_url: str, redis_db: redis.Redis
 ) -> None:
-    """Reading the outbox, sequencing and trimming never touch the pool when a Store was
-    made over the same client; the log comes out as over the pool."""
+    """Reading the outbox, sequencing and trimming never touch the pool when the LogStore
+    is handed the Store's link; the log comes out as over the pool."""
     client = cast("CommandCountingRedis", CommandCountingRedis.from_url(redis_url))
     client.commands = []
     store = Store(client)
     try:
-        logstore = LogStore(client)
+        logstore = LogStore(client, store.link)
         audit = AuditLog(logstore, LogKey.generate(ORIGIN), checkpoint_interval_s=1.0)
         refusal = events.request_refused(
             agency=None, method="GET", path="/", problem="x", status=404, at=1
