@@ -67,6 +67,7 @@ import hub.store
 import keys.envelope
 import keys.httpsig
 import keys.logkey
+from bench._floor import Budget, FanOut, Step, required_checks
 from bench._harness import (
     CpuMeter,
     Dist,
@@ -752,6 +753,26 @@ class Rig:
         """The agency client ``c`` posts as (its envelopes are that agency's)."""
         return self.agencies[c % len(self.agencies)]
 
+    def required_checks(self, body: bytes) -> tuple[Step, ...]:
+        """The checks every post needs (:func:`bench._floor.required_checks`), on ``body``."""
+        url = f"{self.urls['hub']}/v1/channels/{CHANNEL}/notes"
+        sender = self.agency_of(0)
+        headers = keys.httpsig.sign_request(
+            method="POST",
+            target_uri=url,
+            headers={},
+            body=body,
+            key=sender.signing,
+            keyid=str(sender.key_id),
+            created=int(time.time()),
+            nonce=keys.httpsig.new_nonce(),
+        )
+        log_key = keys.logkey.LogKey.generate("bench")
+        steps = required_checks(
+            body=body, headers=headers, url=url, card=sender.card, log_key=log_key
+        )
+        return tuple(steps)
+
     def presigned(self) -> Presigned:
         """Hub posts whose request signatures are made before the clock starts."""
         return Presigned(f"{self.urls['hub']}/v1/channels/{CHANNEL}/notes", self.sessions)
@@ -775,6 +796,8 @@ async def measure(rig: Rig) -> str:
     plan, bodies = rig.plan, await rig.seal()
     live = [bodies.take(i % CLIENTS) or b"" for i in range(plan.live_notes)]
     sample = [bodies.take(c) or b"" for c in range(CLIENTS)]
+    progress("the required checks, each alone ...")
+    checks = rig.required_checks(sample[0])
     runs: list[Throughput] = []
     for r in range(plan.rounds):
         progress(f"throughput, round {r + 1} of {plan.rounds} ...")
@@ -796,7 +819,7 @@ async def measure(rig: Rig) -> str:
     )
     progress("profile of the hub's post path ...")
     profile = await profile_pass(rig, bodies)
-    return report(plan, runs, lat, profile, len(live[0]))
+    return report(plan, runs, lat, profile, len(live[0]), checks)
 
 
 async def profile_pass(rig: Rig, bodies: Bodies) -> str:
@@ -865,6 +888,70 @@ def throughput_section(runs: Sequence[Throughput]) -> str:
     )
 
 
+def cores() -> int:
+    """The cores this process (and so the whole benchmark) may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def _bare_us(runs: Sequence[Throughput]) -> float:
+    bare = [r for r in runs if r.name == "bare"]
+    return 1e6 * sum(r.cpu.used["bare"] for r in bare) / max(sum(r.done for r in bare), 1)
+
+
+def budget_section(runs: Sequence[Throughput], checks: Sequence[Step]) -> str:
+    """What 60 % of this run's bare rate leaves the hub per post, against its floor."""
+    bare = [r for r in runs if r.name == "bare"]
+    hubs = [r for r in runs if r.name == "hub"]
+    hub_done = max(sum(r.done for r in hubs), 1)
+
+    def per_hub_post(name: str) -> float:
+        return 1e6 * sum(r.cpu.used[name] for r in hubs) / hub_done
+
+    budget = Budget(
+        cores=cores(),
+        goal=THROUGHPUT_GOAL,
+        bare_rate=sum(r.done for r in bare) / max(sum(r.elapsed_s for r in bare), 1e-9),
+        bare_us=_bare_us(runs),
+        loadgen_us=per_hub_post("loadgen"),
+        redis_us=per_hub_post("redis"),
+        checks=tuple(checks),
+    )
+    rows = [
+        [
+            f"{budget.cores} cores at {budget.goal:.0%} of bare "
+            f"({budget.goal * budget.bare_rate:,.0f} posts/s)",
+            f"{budget.machine_us:,.0f}",
+        ],
+        ["  less the load generator, per hub post", f"-{budget.loadgen_us:,.0f}"],
+        ["  less Redis, per hub post", f"-{budget.redis_us:,.0f}"],
+        ["**budget left for the hub**", f"**{budget.hub_us:,.0f}**"],
+        ["the bare endpoint's own work (aiohttp, XADD), per post", f"{budget.bare_us:,.0f}"],
+        *([f"  + {s.name}", f"{s.us:,.1f}"] for s in checks),
+        [
+            "**floor: the bare endpoint's work + the required checks**",
+            f"**{budget.floor_us:,.0f}**",
+        ],
+    ]
+    return (
+        md_table(["CPU per post", "µs"], rows)
+        + f"\n\n**Verdict: {budget.verdict()}.** (Each check timed alone in the load "
+        "generator's process before the runs: the best of 5 loops of 200 calls.)"
+    )
+
+
+def fan_out_section(runs: Sequence[Latency], plan: Plan, bare_us: float) -> str:
+    """The bare baseline's CPU per delivered frame, and what the goal's rate needs of it."""
+    bare = next(r for r in runs if r.name == "bare")
+    spent = bare.cpu.used["bare"] - bare_us * bare.sent / 1e6 + bare.cpu.used["subscribers"]
+    fan_out = FanOut(cores(), plan.rate, plan.subscribers, 1e6 * spent / max(bare.delivery.n, 1))
+    return (
+        f"The bare run spent {fan_out.frame_us:.1f} µs of CPU per delivered frame (its server, "
+        "less its posts, plus the subscriber process). At "
+        f"{plan.rate:,} notes/s to {plan.subscribers} subscribers, "
+        f"{plan.rate * plan.subscribers:,} frames/s: {fan_out.verdict()}."
+    )
+
+
 def latency_section(runs: Sequence[Latency], plan: Plan) -> str:
     """Both runs, then the verdict on the hub's."""
     rows = [
@@ -893,7 +980,12 @@ def latency_section(runs: Sequence[Latency], plan: Plan) -> str:
 
 
 def report(
-    plan: Plan, runs: Sequence[Throughput], lat: Sequence[Latency], profile: str, size: int
+    plan: Plan,
+    runs: Sequence[Throughput],
+    lat: Sequence[Latency],
+    profile: str,
+    size: int,
+    checks: Sequence[Step],
 ) -> str:
     """The whole report, Markdown."""
     command = " ".join(["bench/hub.py", *sys.argv[1:]])
@@ -910,9 +1002,12 @@ def report(
             f"\n## Throughput: {CLIENTS} clients, closed loop, up to {plan.posts:,} posts or "
             f"{plan.run_s:g} s per run after {plan.warmup} warm-up posts\n",
             throughput_section(runs),
+            "\n### What the throughput goal leaves the hub on this machine\n",
+            budget_section(runs, checks),
             f"\n## Post -> delivery latency: {plan.rate:,} notes/s for {plan.live_s:g} s to "
             f"{plan.subscribers} WebSocket subscribers, at most {IN_FLIGHT} posts in flight\n",
             latency_section(lat, plan),
+            "\n" + fan_out_section(lat, plan, _bare_us(runs)),
             "\n## Where the hub's post path spends its CPU (cProfile of the hub process)\n",
             profile,
         ]
