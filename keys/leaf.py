@@ -23,6 +23,8 @@ and reports deleted ones by their tombstones.
 from __future__ import annotations
 
 import enum
+import itertools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -35,6 +37,7 @@ from keys.identity import MAX_TIME_MS
 __all__ = [
     "EventKind",
     "EventRecord",
+    "RefusalSummary",
     "Tombstone",
     "check_record",
     "commit",
@@ -46,6 +49,10 @@ SALT_BYTES: Final = 32
 MAX_RECORD_BYTES: Final = 256 * 1024
 MAX_LEAF_BYTES: Final = 1024
 MAX_REASON: Final = 200
+#: Rows of one ``refusals-summarized`` record: (problem, status) pairs are a fixed set.
+MAX_SUMMARY_ROWS: Final = 512
+MAX_PROBLEM: Final = 64
+_PROBLEM: Final = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
 
 class EventKind(enum.Enum):
@@ -60,6 +67,7 @@ class EventKind(enum.Enum):
     NOTE_ACKNOWLEDGED = "note-acknowledged"
     REQUEST_REFUSED = "request-refused"
     PROPOSAL = "proposal"
+    REFUSALS_SUMMARIZED = "refusals-summarized"
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,68 @@ class EventRecord:
         if type(at) is not int:
             raise MalformedInput("record.at: expected an integer")
         return cls(kind[0], at, fields)
+
+
+@dataclass(frozen=True)
+class RefusalSummary:
+    """The fields of a ``refusals-summarized`` record: refusals nobody can be named for.
+
+    A request refused before its signature verified and its nonce was recorded (no or a
+    bad signature, an unknown key, a stale time, a replay) proves nothing about who sent
+    it, and anyone can send any number of them. So the hub does not log each one; it
+    counts them by problem and HTTP status and logs one summary per interval::
+
+        {"from": ms, "to": ms, "counts": [[problem, status, n], ...]}
+
+    ``counts`` is sorted by (problem, status), each pair once, every ``n`` at least 1:
+    one canonical form, so a summary has exactly one encoding. Nothing in it is chosen
+    by the senders of the requests (no path, no header): its size is bounded.
+    """
+
+    start: int
+    end: int
+    counts: tuple[tuple[str, int, int], ...]
+
+    def __post_init__(self) -> None:
+        codec.expect_int(self.start, "summary.from", low=0, high=MAX_TIME_MS)
+        codec.expect_int(self.end, "summary.to", low=0, high=MAX_TIME_MS)
+        if self.end < self.start:
+            raise MalformedInput("summary.to: before summary.from")
+        if type(self.counts) is not tuple or not 0 < len(self.counts) <= MAX_SUMMARY_ROWS:
+            raise MalformedInput(f"summary.counts: 1-{MAX_SUMMARY_ROWS} rows")
+        for row in self.counts:
+            _summary_row(row)
+        pairs = [row[:2] for row in self.counts]
+        if any(a >= b for a, b in itertools.pairwise(pairs)):
+            raise MalformedInput("summary.counts: expected sorted by problem and status, once each")
+
+    def fields(self) -> dict[str, Any]:
+        """The record's fields (beside ``v``, ``kind`` and ``at``)."""
+        return {"from": self.start, "to": self.end, "counts": [list(row) for row in self.counts]}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> RefusalSummary:
+        """The summary in a record's fields; :class:`MalformedInput` for anything else."""
+        value = codec.expect_map(
+            dict(fields), "summary", required={"from": int, "to": int, "counts": list}
+        )
+        rows = codec.expect_list(value["counts"], "summary.counts", max_items=MAX_SUMMARY_ROWS)
+        for row in rows:
+            if type(row) is not list:
+                raise MalformedInput("summary.counts: expected [problem, status, n] rows")
+        return cls(value["from"], value["to"], tuple(tuple(row) for row in rows))
+
+
+def _summary_row(row: object) -> None:
+    if type(row) is not tuple or len(row) != 3:
+        raise MalformedInput("summary.counts: expected [problem, status, n] rows")
+    problem, status, count = row
+    if type(problem) is not str or not 0 < len(problem) <= MAX_PROBLEM:
+        raise MalformedInput(f"summary.counts: a problem is 1-{MAX_PROBLEM} characters")
+    if _PROBLEM.fullmatch(problem) is None:
+        raise MalformedInput("summary.counts: a problem is a slug of a-z, 0-9 and '-'")
+    codec.expect_int(status, "summary.counts status", low=400, high=599)
+    codec.expect_int(count, "summary.counts n", low=1, high=2**63 - 1)
 
 
 def commit(record: bytes, salt: bytes) -> bytes:

@@ -29,9 +29,11 @@ from keys.leaf import (
     MAX_LEAF_BYTES,
     MAX_REASON,
     MAX_RECORD_BYTES,
+    MAX_SUMMARY_ROWS,
     SALT_BYTES,
     EventKind,
     EventRecord,
+    RefusalSummary,
     Tombstone,
     check_record,
     commit,
@@ -71,6 +73,7 @@ KIND_FIELDS: dict[EventKind, dict[str, Any]] = {
     EventKind.NOTE_ACKNOWLEDGED: {"agency": "sta-essen", "position": "1764-0", "sig": b"s" * 64},
     EventKind.REQUEST_REFUSED: {"agency": None, "status": 403, "reason": "Nicht berechtigt"},
     EventKind.PROPOSAL: {"id": 7, "nested": {"a": [1, -2, {"b": b""}]}, "approvals": []},
+    EventKind.REFUSALS_SUMMARIZED: {"from": AT - 60_000, "to": AT, "counts": [["x", 401, 2]]},
 }
 
 
@@ -137,6 +140,7 @@ def test_event_kinds_are_the_documented_wire_names() -> None:
         "note-acknowledged",
         "request-refused",
         "proposal",
+        "refusals-summarized",
     ]
 
 
@@ -702,6 +706,100 @@ def test_parse_leaf_refuses_non_canonical_leaves() -> None:
 @pytest.mark.parametrize("data", [b"", b"\xc1", b"\xff" * 4, "leaf", None], ids=repr)
 def test_parse_leaf_refuses_garbage(data: Any) -> None:
     refused(parse_leaf, data)
+
+
+# -- refusals-summarized records -----------------------------------------------------------------
+
+SUMMARY: dict[str, Any] = {
+    "from": AT - 60_000,
+    "to": AT,
+    "counts": [
+        ["replayed-request", 401, 7],
+        ["stale-request", 401, 1],
+        ["unauthenticated", 401, 300],
+    ],
+}
+
+
+def test_summary_round_trip_and_layout() -> None:
+    summary = RefusalSummary.from_fields(SUMMARY)
+    assert summary.start == AT - 60_000 and summary.end == AT
+    assert summary.counts == (
+        ("replayed-request", 401, 7),
+        ("stale-request", 401, 1),
+        ("unauthenticated", 401, 300),
+    )
+    assert summary.fields() == SUMMARY
+    data = EventRecord(EventKind.REFUSALS_SUMMARIZED, AT, summary.fields()).serialize()
+    assert data == codec.encode({"v": 1, "kind": "refusals-summarized", "at": AT, **SUMMARY})
+    assert RefusalSummary.from_fields(EventRecord.parse(data).fields) == summary
+
+
+def test_summary_edges_are_accepted() -> None:
+    rows = [[f"p{n:03}", 400 + n % 200, 1] for n in range(MAX_SUMMARY_ROWS)]
+    assert len(RefusalSummary.from_fields({"from": 0, "to": 0, "counts": rows}).counts) == 512
+    one = [["a", 599, 2**63 - 1]]
+    summary = RefusalSummary.from_fields({"from": MAX_TIME_MS, "to": MAX_TIME_MS, "counts": one})
+    assert summary.counts == (("a", 599, 2**63 - 1),)
+    # the same problem under two statuses is two rows, sorted by status
+    two = [["bad-request", 400, 1], ["bad-request", 413, 1]]
+    assert len(RefusalSummary.from_fields({**SUMMARY, "counts": two}).counts) == 2
+
+
+BAD_SUMMARIES: dict[str, tuple[dict[str, Any], str]] = {
+    "not a map": ({}, "missing field"),
+    "no from": ({"from": _DROP}, "missing field 'from'"),
+    "no to": ({"to": _DROP}, "missing field 'to'"),
+    "no counts": ({"counts": _DROP}, "missing field 'counts'"),
+    "extra field": ({"path": "/v1/x"}, "unknown field 'path'"),
+    "from not an integer": ({"from": "1"}, "summary.from: expected int"),
+    "from a bool": ({"from": True}, "summary.from: expected int"),
+    "from negative": ({"from": -1}, "summary.from: out of range"),
+    "to too late": ({"to": MAX_TIME_MS + 1}, "summary.to: out of range"),
+    "to before from": ({"from": AT, "to": AT - 1}, "summary.to: before summary.from"),
+    "counts not a list": ({"counts": {"x": 1}}, "summary.counts: expected list"),
+    "counts empty": ({"counts": []}, "summary.counts: 1-512 rows"),
+    "row not a list": ({"counts": ["unauthenticated"]}, "[problem, status, n]"),
+    "row too short": ({"counts": [["unauthenticated", 401]]}, "[problem, status, n]"),
+    "row too long": ({"counts": [["unauthenticated", 401, 1, 1]]}, "[problem, status, n]"),
+    "problem not text": ({"counts": [[b"x", 401, 1]]}, "a problem is 1-64"),
+    "problem empty": ({"counts": [["", 401, 1]]}, "a problem is 1-64"),
+    "problem too long": ({"counts": [["a" * 65, 401, 1]]}, "a problem is 1-64"),
+    "problem a path": ({"counts": [["/v1/agencies", 401, 1]]}, "slug"),
+    "problem upper case": ({"counts": [["Unauthenticated", 401, 1]]}, "slug"),
+    "status not an integer": ({"counts": [["x", "401", 1]]}, "status: expected an integer"),
+    "status below 400": ({"counts": [["x", 399, 1]]}, "status: out of range 400..599"),
+    "status above 599": ({"counts": [["x", 600, 1]]}, "status: out of range 400..599"),
+    "n a bool": ({"counts": [["x", 401, True]]}, "n: expected an integer"),
+    "n zero": ({"counts": [["x", 401, 0]]}, "n: out of range"),
+    "n negative": ({"counts": [["x", 401, -5]]}, "n: out of range"),
+    "n too large": ({"counts": [["x", 401, 2**63]]}, "n: out of range"),
+    "unsorted problems": ({"counts": [["b", 401, 1], ["a", 401, 1]]}, "sorted"),
+    "unsorted statuses": ({"counts": [["a", 403, 1], ["a", 401, 1]]}, "sorted"),
+    "a pair twice": ({"counts": [["a", 401, 1], ["a", 401, 2]]}, "once each"),
+}
+
+
+@pytest.mark.parametrize(("changes", "needle"), BAD_SUMMARIES.values(), ids=BAD_SUMMARIES.keys())
+def test_summary_refuses_each_bad_field(changes: dict[str, Any], needle: str) -> None:
+    fields = (
+        {} if not changes else {k: v for k, v in {**SUMMARY, **changes}.items() if v is not _DROP}
+    )
+    assert needle in str(refused(RefusalSummary.from_fields, fields))
+
+
+def test_summary_refuses_too_many_rows() -> None:
+    rows = [[f"p{n:03}", 401, 1] for n in range(MAX_SUMMARY_ROWS + 1)]
+    refused(RefusalSummary.from_fields, {**SUMMARY, "counts": rows}, exc=LimitExceeded)
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [[["x", 401, 1]], (("x", 401, 1), ("y", 401)), (["x", 401, 1],), ()],
+    ids=["a list", "a short row", "a list row", "empty"],
+)
+def test_summary_values_are_checked_on_construction(counts: Any) -> None:
+    refused(RefusalSummary, AT, AT, counts)
 
 
 # -- tests/vectors/leaf.json ---------------------------------------------------------------------
