@@ -8,6 +8,7 @@ One tree, rooted in :class:`ClientError`::
     └── HubProblem                   the hub answered with a problem (RFC 9457)
         ├── InternalError            500, and any other 5xx
         ├── Unavailable              503
+        │   ├── TooManyLiveChannels
         │   └── ShuttingDown
         ├── BadRequest               400
         │   └── MalformedEnvelope
@@ -98,6 +99,14 @@ class InternalError(HubProblem):
 class Unavailable(HubProblem):
     slug, default_status, title = "unavailable", 503, "The hub's storage is unavailable"
     hint = "Retry later, after retry_after seconds if the hub named them."
+
+
+class TooManyLiveChannels(Unavailable):
+    slug, title = (
+        "too-many-live-channels",
+        "The hub process follows as many channels live as it may",
+    )
+    hint = "Retry shortly (a subscription retries by itself), or subscribe to fewer channels."
 
 
 class ShuttingDown(Unavailable):
@@ -196,10 +205,10 @@ class AboveCeiling(EnvelopeRejected):
 
 
 _HUB_CLASSES: Final[tuple[type[HubProblem], ...]] = (
-    InternalError, Unavailable, ShuttingDown, BadRequest, MalformedEnvelope, TooLarge,
-    Unauthenticated, ReplayedRequest, StaleRequest, Forbidden, AgencySuspended, NotMember,
-    SenderMismatch, NotFound, Conflict, RosterChanged, IdempotencyConflict, BadEnvelopeSignature,
-    RecipientsMismatch, AboveCeiling,
+    InternalError, Unavailable, TooManyLiveChannels, ShuttingDown, BadRequest, MalformedEnvelope,
+    TooLarge, Unauthenticated, ReplayedRequest, StaleRequest, Forbidden, AgencySuspended,
+    NotMember, SenderMismatch, NotFound, Conflict, RosterChanged, IdempotencyConflict,
+    BadEnvelopeSignature, RecipientsMismatch, AboveCeiling,
 )  # fmt: skip
 
 #: Every class the hub's problem ``type`` can name, by slug.

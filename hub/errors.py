@@ -113,6 +113,14 @@ class Unavailable(HubError):
     slug, status, title = "unavailable", 503, "The hub's storage is unavailable; retry later"
 
 
+class TooManyLiveChannels(Unavailable):
+    slug, status, title = (
+        "too-many-live-channels",
+        503,
+        "This hub process follows as many channels live as it may; retry shortly",
+    )
+
+
 class ShuttingDown(HubError):
     slug, status, title = "shutting-down", 503, "The hub is shutting down; retry on another replica"
 
@@ -137,5 +145,6 @@ ALL_PROBLEMS: tuple[type[HubError], ...] = (
     RosterChanged,
     IdempotencyConflict,
     Unavailable,
+    TooManyLiveChannels,
     ShuttingDown,
 )

@@ -17,6 +17,13 @@ no duplicate:
    the feed read but had not yet handed out when the subscriber registered);
 3. it drains its queue, skipping notes whose id is not after the last one it delivered.
 
+A feed runs while its channel has subscribers in this process and stops when the last
+one leaves. Each running feed holds at most one pooled Redis connection (while it waits
+in ``XREAD``), so a process follows at most :data:`MAX_FEEDS` channels live: the rest of
+the store's pool stays free for requests, and a subscription that would need one more
+feed is refused (:class:`~hub.errors.TooManyLiveChannels`, 503, retry later) instead of
+starving every post of a connection.
+
 If Redis goes away the feed keeps its position and retries with a capped backoff; when
 Redis returns (with its append-only file) it continues after the last id it handed out.
 A batch is handed out only after its access check succeeded, so while Redis is away
@@ -31,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -38,7 +46,7 @@ import msgpack
 
 from hub import policy
 from hub.directory import DamagedRecord
-from hub.errors import HubError, NotFound, Unauthenticated, Unavailable
+from hub.errors import HubError, NotFound, TooManyLiveChannels, Unauthenticated, Unavailable
 from hub.records import AgencyRecord, ChannelRecord, Role
 from hub.store import Store, StoredNote
 from keys import KeysError
@@ -49,6 +57,9 @@ BLOCK_MS: Final = 1000
 BATCH: Final = 256
 QUEUE_LIMIT: Final = 10_000
 RETRY_CAP_S: Final = 2.0
+#: Channels one hub process follows live at most: half the store's pool
+#: (:data:`hub.store.MAX_POOL_CONNECTIONS`), so requests always find connections.
+MAX_FEEDS: Final = 256
 
 
 class Overflow(Exception):
@@ -169,8 +180,8 @@ class ChannelFeed:
         """Unregister ``subscriber``."""
         self.subscribers.discard(subscriber)
 
-    async def close(self) -> None:
-        """Stop reading.
+    def stop(self) -> asyncio.Task[None] | None:
+        """Stop reading; the task that is ending, to be awaited by whoever cares.
 
         The flag stops the loop even if the cancellation lands inside a Redis call and is
         absorbed there; the loop then ends after its current read.
@@ -178,8 +189,14 @@ class ChannelFeed:
         self._closing = True
         if self._task is not None:
             self._task.cancel()
+        return self._task
+
+    async def close(self) -> None:
+        """Stop reading, and wait until the loop has ended."""
+        task = self.stop()
+        if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     async def _run(self) -> None:
         delay = 0.05
@@ -278,27 +295,69 @@ def _agency(agency: str, entry: bytes | None) -> AgencyRecord:
 
 
 class Feeds:
-    """Every channel feed of this hub process."""
+    """Every channel feed of this hub process: one per channel that has subscribers here."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, limit: int = MAX_FEEDS) -> None:
         self._store = store
+        self.limit = limit
         self._feeds: dict[str, ChannelFeed] = {}
+        self._ending: set[asyncio.Task[None]] = set()
+
+    @property
+    def following(self) -> frozenset[str]:
+        """The channels this process reads live now."""
+        return frozenset(self._feeds)
+
+    def check_room(self, channels: Iterable[str]) -> None:
+        """Raise :class:`TooManyLiveChannels` unless feeds for ``channels`` would fit.
+
+        Asked before a WebSocket is accepted, so that a subscription that cannot be
+        served is refused with a 503 rather than opened and closed at once; :meth:`join`
+        enforces the limit itself.
+        """
+        wanted = len(set(channels) - self._feeds.keys())
+        if len(self._feeds) + wanted > self.limit:
+            raise self._full()
+
+    def _full(self) -> TooManyLiveChannels:
+        return TooManyLiveChannels(
+            f"this hub process follows {self.limit} channels live, its limit; retry "
+            "shortly (another process of the hub may have room) or subscribe to fewer",
+            retry_after=1,
+        )
 
     async def join(self, channel: str, subscriber: Subscriber) -> None:
-        """Subscribe to live notes of ``channel``."""
+        """Subscribe to live notes of ``channel``; its feed starts if it is not running."""
         feed = self._feeds.get(channel)
         if feed is None:
+            if len(self._feeds) >= self.limit:
+                raise self._full()
             feed = self._feeds[channel] = ChannelFeed(self._store, channel)
         await feed.join(subscriber)
 
     def leave(self, channel: str, subscriber: Subscriber) -> None:
-        """Unsubscribe; the feed keeps running for later subscribers."""
+        """Unsubscribe; the feed stops with its last subscriber, freeing its connection.
+
+        The feed is forgotten at once, so a later subscriber starts a fresh one (from the
+        newest note then, replaying the rest from its own cursor); the old one's task
+        ends in the background and :meth:`close` waits for it.
+        """
         feed = self._feeds.get(channel)
-        if feed is not None:
-            feed.leave(subscriber)
+        if feed is None:
+            return
+        feed.leave(subscriber)
+        if not feed.subscribers:
+            del self._feeds[channel]
+            task = feed.stop()
+            if task is not None and not task.done():
+                self._ending.add(task)
+                task.add_done_callback(self._ending.discard)
 
     async def close(self) -> None:
-        """Stop every feed."""
+        """Stop every feed, and wait for every feed that is still ending."""
         for feed in self._feeds.values():
             await feed.close()
         self._feeds.clear()
+        for task in tuple(self._ending):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -32,6 +32,10 @@ channel's feed (:mod:`hub.feeds`) for all its subscribers at once, with the reco
 in the same round trip as the notes, however many sockets it serves. While Redis is
 away both wait (the socket stays open) and send nothing unchecked.
 
+A subscription that would need this process to follow more channels live than its
+limit (:data:`hub.feeds.MAX_FEEDS`) is refused at the upgrade with a 503
+``too-many-live-channels`` and ``Retry-After``, before the socket opens.
+
 Live note frames are encoded once per note by the feed, and the same bytes go to every
 socket. Sockets are not compressed: envelopes are ciphertext, which does not compress,
 and deflating each 13 KB frame once per socket would cost more than sending it.
@@ -154,6 +158,7 @@ async def subscribe(request: web.Request) -> web.WebSocketResponse:
     caller = request[CALLER]
     cursors = _cursors(request)
     await _check_readable(request, caller, sorted(cursors))
+    request.app[FEEDS].check_room(cursors)
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024, compress=False)
     await ws.prepare(request)
     request.app[SOCKETS].all.add(ws)

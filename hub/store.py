@@ -193,12 +193,12 @@ class Store:
     ) -> Store:
         """A store over a new connection pool to ``url`` (retries reconnects briefly).
 
-        The pool holds at most ``max_connections``: a live feed holds one per channel
-        while it waits for notes, and without a bound a burst of requests could open
-        connections until Redis refuses every client (its ``maxclients``), the link
-        included. A request that finds them all busy waits up to ``pool_wait_s``, then
-        is answered 503 (``Unavailable``). The link takes its address, credentials and
-        timeouts from the same settings.
+        The pool holds at most ``max_connections``: a live feed holds one while it waits
+        for notes (at most :data:`hub.feeds.MAX_FEEDS` of them), and without a bound a
+        burst of requests could open connections until Redis refuses every client (its
+        ``maxclients``), the link included. A request that finds them all busy waits up
+        to ``pool_wait_s``, then is answered 503 (``Unavailable``). The link takes its
+        address, credentials and timeouts from the same settings.
         """
         scheme = url.partition("://")[0].lower()
         pool = BlockingConnectionPool.from_url(
