@@ -30,7 +30,7 @@ from aiohttp import web
 
 from hub import api_audit, api_channels, api_directory, api_notes, events, live, metrics, openapi
 from hub.auditlog import AuditLog
-from hub.auth import AUTHENTICATOR, CALLER, PREFETCH, Authenticator, auth_middleware
+from hub.auth import AUTHENTICATOR, PREFETCH, VERIFIED_AGENCY, Authenticator, auth_middleware
 from hub.bootstrap import BootstrapError, register_first_admins
 from hub.config import Settings, mask_redis_url
 from hub.directory import Directory
@@ -207,6 +207,7 @@ async def _audit(app: web.Application) -> AsyncIterator[None]:
         LogStore(app[STORE].client, app[STORE].link),
         _log_key(settings, make=REPLICA not in app),
         checkpoint_interval_s=settings.checkpoint_interval_s,
+        refusal_summary_s=settings.refusal_summary_s,
     )
     app[AUDIT] = audit
     log.info("audit log %s, verifier key %s", audit.key.origin, audit.key.verifier_key)
@@ -227,10 +228,18 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 async def _record_refusal(request: web.Request, error: HubError) -> None:
-    """Log a refused request in the audit log: who (when known), what, and why."""
-    caller = request.get(CALLER)
+    """Log a refused request in the audit log: who, what, and why.
+
+    Only a request its agency provably sent once (signature verified, nonce fresh) is
+    logged on its own. Any other is counted for the next ``refusals-summarized`` record:
+    anyone can send those, and each must not cost the log a leaf.
+    """
+    agency = request.get(VERIFIED_AGENCY)
+    if agency is None:
+        request.app[AUDIT].count_refusal(error.slug, error.status)
+        return
     event = events.request_refused(
-        agency=caller.agency if caller is not None else None,
+        agency=agency,
         method=request.method,
         path=request.path,
         problem=error.slug,

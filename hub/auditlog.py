@@ -19,6 +19,12 @@ a sweep drains every outbox every second) picks the events up.
 
 Proofs read the O(log n) perfect-subtree hashes they need in one ``HMGET``.
 Checkpoints are signed at most every ``checkpoint_interval_s`` while the log grows.
+
+Refusals nobody can be named for (no valid signature, or a replayed one) are not logged
+one by one: anyone could grow the log at the hub's refusal rate. Each process counts them
+in memory by problem and status (:class:`RefusalTally`, a fixed set of keys) and logs at
+most one ``refusals-summarized`` record every ``refusal_summary_s``; stopping logs what
+is pending. A crash loses at most one interval of these counts.
 """
 
 from __future__ import annotations
@@ -27,18 +33,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from hub import keyspace
+from hub import events, keyspace
 from hub.errors import BadRequest, Conflict, HubError, NotFound, Unavailable
 from hub.events import AuditEvent
 from hub.logstore import LogStore, OutboxEvent, StoredLeaf
-from keys import merkle
-from keys.leaf import EventKind, EventRecord, Tombstone
+from keys import merkle, now_ms
+from keys.leaf import MAX_SUMMARY_ROWS, EventKind, EventRecord, RefusalSummary, Tombstone
 from keys.logkey import LogKey
 
 log = logging.getLogger(__name__)
@@ -104,6 +110,51 @@ def _report_failure(task: asyncio.Task[None]) -> None:
         log.error("audit sequencer failed", exc_info=failure)
 
 
+class RefusalTally:
+    """This process's count of the refusals logged only as a summary, since ``start``.
+
+    Keyed by (problem slug, HTTP status): both come from the :class:`~hub.errors.HubError`
+    class that refused, never from the request, so the keys are a small fixed set. Should
+    they ever be more than :data:`TALLY_ROWS`, further problems are counted as ``other``
+    (with their status): memory stays bounded whatever arrives.
+    """
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self._counts: Counter[tuple[str, int]] = Counter()
+
+    def count(self, problem: str, status: int) -> None:
+        """Count one refusal."""
+        key = (problem, status if 400 <= status <= 599 else 500)
+        if key not in self._counts and len(self._counts) >= TALLY_ROWS:
+            key = ("other", key[1])
+        self._counts[key] += 1
+
+    def pending(self) -> dict[tuple[str, int], int]:
+        """The counts not yet taken into a summary."""
+        return dict(self._counts)
+
+    def take(self, now: int) -> RefusalSummary | None:
+        """The summary of what was counted (None: nothing), and start a new interval."""
+        counts, self._counts = self._counts, Counter()
+        start, self.start = self.start, max(now, self.start)
+        if not counts:
+            return None
+        rows = tuple((problem, status, n) for (problem, status), n in sorted(counts.items()))
+        return RefusalSummary(start, max(now, start), rows)
+
+    def restore(self, summary: RefusalSummary) -> None:
+        """Count a summary that could not be logged again, into the next one."""
+        self.start = min(self.start, summary.start)
+        for problem, status, n in summary.counts:
+            self._counts[(problem, status)] += n
+
+
+#: Distinct (problem, status) pairs a tally keeps before it counts further ones as
+#: ``other``: with at most 200 statuses, a summary stays within its row limit.
+TALLY_ROWS: Final = MAX_SUMMARY_ROWS - 200
+
+
 @dataclass
 class _Tree:
     """The sequencer's view of the log: its frontier (hence size and root)."""
@@ -114,10 +165,19 @@ class _Tree:
 class AuditLog:
     """The hub's audit log service."""
 
-    def __init__(self, store: LogStore, key: LogKey, *, checkpoint_interval_s: float) -> None:
+    def __init__(
+        self,
+        store: LogStore,
+        key: LogKey,
+        *,
+        checkpoint_interval_s: float,
+        refusal_summary_s: float = 60.0,
+    ) -> None:
         self._store = store
         self.key = key
         self._interval = checkpoint_interval_s
+        self._summary_interval = refusal_summary_s
+        self.refusals = RefusalTally(now_ms())
         self._tree: _Tree | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -134,6 +194,7 @@ class AuditLog:
             asyncio.create_task(self._sweep_loop(), name="audit-sequencer"),
             asyncio.create_task(self._checkpoint_loop(), name="audit-checkpointer"),
             asyncio.create_task(self._retention_loop(), name="audit-retention"),
+            asyncio.create_task(self._summary_loop(), name="audit-refusal-summary"),
         ]
 
     async def stop(self) -> None:
@@ -154,6 +215,7 @@ class AuditLog:
                     await task
         self._tasks = []
         with contextlib.suppress(HubError):
+            await self.summarize_refusals()
             await self.drain_all()
             await self.sign_checkpoint()
         drainers = [box.task for box in self._outboxes.values() if box.task is not None]
@@ -229,6 +291,34 @@ class AuditLog:
         """Queue a refused request's event; the sweep sequences it shortly."""
         await self._store.append_inbox(event)
         self.note_dirty(keyspace.log_inbox())
+
+    def count_refusal(self, problem: str, status: int) -> None:
+        """Count a refusal nobody can be named for, for the next summary (no I/O)."""
+        self.refusals.count(problem, status)
+
+    async def summarize_refusals(self, now: int | None = None) -> bool:
+        """Log the summary of the refusals counted since the last one, if any; whether
+        one was logged. If storage fails, the counts stay for the next summary."""
+        summary = self.refusals.take(now_ms() if now is None else now)
+        if summary is None:
+            return False
+        try:
+            await self._store.append_inbox(events.refusals_summarized(summary, summary.end))
+        except HubError:
+            self.refusals.restore(summary)
+            raise
+        self.note_dirty(keyspace.log_inbox())
+        return True
+
+    async def _summary_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._pause(self._summary_interval)
+            if self._stopping.is_set():
+                return  # stop() logs what is pending
+            try:
+                await self.summarize_refusals()
+            except HubError as error:
+                log.warning("audit refusal summary: %s; retrying next interval", error)
 
     async def append(self, event: AuditEvent) -> int:
         """Log an event that has no action of its own (a refusal, a tombstone)."""

@@ -18,6 +18,10 @@ The middleware, for every path but the public ones:
    reinstated, a suspended key's refusal raced by its rotation);
 6. puts the caller on the request for the handlers.
 
+From step 5 on the agency provably sent this request, once: its card's agency is put on
+the request (:data:`VERIFIED_AGENCY`), so that a refusal from then on, by this middleware
+or a handler, is logged in its name. Earlier refusals name nobody and are only counted.
+
 Each refusal is its own problem type, and nothing about keys leaks into the detail.
 """
 
@@ -64,6 +68,8 @@ class Caller:
 
 
 CALLER = web.RequestKey("caller", Caller)
+#: The agency whose card verified the request's signature, set once its nonce was fresh.
+VERIFIED_AGENCY = web.RequestKey("verified_agency", str)
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class Authenticator:
         )
         if not fresh:
             raise ReplayedRequest("this nonce was already used; sign every request afresh")
+        request[VERIFIED_AGENCY] = str(card.agency)
         record = _current_entry(entries[0], card)
         return Caller(record, card, dict(zip(also, entries[1:], strict=True)))
 

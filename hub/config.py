@@ -58,6 +58,7 @@ MAX_ENVELOPE_BYTES: Final = 2 * 1024 * 1024
 MAX_SHUTDOWN_GRACE_S: Final = 3600.0
 MAX_PAGE_LIMIT: Final = 10_000
 MAX_WORKERS: Final = 64
+MAX_REFUSAL_SUMMARY_S: Final = 3600
 
 
 class ConfigError(Exception):
@@ -438,6 +439,16 @@ SETTINGS: Final[tuple[SettingSpec, ...]] = (
         _FLOAT,
         lambda value: isinstance(value, float | int) and 0.1 <= value <= 60,
     ),
+    SettingSpec(
+        "refusal_summary_s",
+        "--refusal-summary",
+        "SECONDS",
+        f"an integer 1-{MAX_REFUSAL_SUMMARY_S} (seconds)",
+        "How often each hub process logs one summary of the refusals it cannot name an "
+        "agency for (unsigned, bad signature, replayed); those are not logged one by one.",
+        _INT,
+        _int_between(1, MAX_REFUSAL_SUMMARY_S),
+    ),
 )
 _BY_NAME: Final = {spec.name: spec for spec in SETTINGS}
 
@@ -579,6 +590,7 @@ class Settings:
     log_key: Path | None = None
     log_origin: str | None = None
     checkpoint_interval_s: float = 1.0
+    refusal_summary_s: int = 60
 
     def __post_init__(self) -> None:
         for spec in SETTINGS:

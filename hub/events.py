@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from hub.records import AgencyRecord, ChannelRecord
 from keys import AgencyCard, Envelope
-from keys.leaf import EventKind, EventRecord, event_leaf
+from keys.leaf import EventKind, EventRecord, RefusalSummary, event_leaf
 from keys.statements import ReadAck
 
 
@@ -125,7 +125,11 @@ def note_acknowledged(ack: ReadAck, signature: bytes, at: int) -> AuditEvent:
 def request_refused(
     *, agency: str | None, method: str, path: str, problem: str, status: int, at: int
 ) -> AuditEvent:
-    """A request was refused: who (if known), what, and why."""
+    """A request was refused: who (if known), what, and why.
+
+    The hub logs a refusal one by one only when it can name the agency (the request's
+    signature verified and its nonce was fresh); others are :func:`refusals_summarized`.
+    """
     fields: Mapping[str, object] = {
         "method": method,
         "path": path[:512],
@@ -135,3 +139,8 @@ def request_refused(
     if agency is not None:
         fields = {**fields, "agency": agency}
     return AuditEvent.of(EventKind.REQUEST_REFUSED, at, **fields)
+
+
+def refusals_summarized(summary: RefusalSummary, at: int) -> AuditEvent:
+    """Refusals nobody can be named for, counted by problem and status over an interval."""
+    return AuditEvent.of(EventKind.REFUSALS_SUMMARIZED, at, **summary.fields())

@@ -721,18 +721,24 @@ async def test_a_refused_registration_leaves_only_its_refusal(world: RunningHub)
     assert record.fields["problem"] == "forbidden"
 
 
-async def test_an_unauthenticated_refusal_names_no_agency(world: RunningHub) -> None:
+async def test_an_unauthenticated_refusal_is_only_counted_until_the_summary(
+    world: RunningHub,
+) -> None:
+    """A refusal that names nobody costs no leaf of its own: it is counted, and the next
+    summary holds it (by problem and status; no path, no agency)."""
     import aiohttp
 
     size = await settled_size(world)
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{world.base_url}/v1/agencies") as response:
             assert response.status == 401
+    assert await new_entries(world, size) == []
+    assert await world.app[AUDIT].summarize_refusals()
     [(_, record)] = await new_entries(world, size)
-    assert record.kind is EventKind.REQUEST_REFUSED
-    assert "agency" not in record.fields
-    assert record.fields["path"] == "/v1/agencies"
-    assert record.fields["status"] == 401
+    assert record.kind is EventKind.REFUSALS_SUMMARIZED
+    assert record.fields["counts"] == [["unauthenticated", 401, 1]]
+    assert set(record.fields) == {"from", "to", "counts"}
+    assert record.fields["from"] <= record.fields["to"] == record.at
 
 
 # -- checkpoints ----------------------------------------------------------------------

@@ -41,6 +41,7 @@ from clients.sdk import HubClient
 from clients.transport import Transport
 from hub import keyspace
 from hub.problems import PROBLEM_JSON
+from hub.state import AUDIT
 from keys import (
     Classification,
     HandlingCode,
@@ -139,20 +140,41 @@ def _stream_id(raw: bytes) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+def pending_refusals(hub: RunningHub) -> int:
+    """How many refusals the hub counts for its next ``refusals-summarized`` record."""
+    return sum(hub.app[AUDIT].refusals.pending().values())
+
+
 @contextlib.contextmanager
 def nothing_written(
-    client: redis.Redis, *, nonces: int | None = 0, refusals: int = 1
+    client: redis.Redis,
+    *,
+    nonces: int | None = 0,
+    refusals: int = 1,
+    logged: int | None = None,
+    hub: RunningHub | None = None,
 ) -> Iterator[None]:
     """Assert that the block changes no key of Redis but its own audit trail.
 
     ``nonces`` is how many request nonces the block may add: 0 for requests refused by
     authentication, one per request that passed it (see the module docstring), ``None``
-    for "any number". ``refusals`` is how many refused requests the block makes: each
-    must add exactly one ``request-refused`` record to the audit log, and nothing else may
-    reach the log.
+    for "any number". ``refusals`` is how many refused requests the block makes. Each
+    enters the audit trail exactly once, in one of two ways:
+
+    * ``logged``: its agency provably sent it (its signature verified and its nonce was
+      fresh, or it was refused on a socket such a request opened): one ``request-refused``
+      record naming that agency;
+    * the others name nobody: they only add to the hub's count for its next
+      ``refusals-summarized`` record, and write nothing now.
+
+    ``logged`` defaults to every refusal when the block records nonces (only verified
+    requests do). Otherwise, unless given, the block must log all of its refusals or
+    none. With ``hub``, the hub's pending count must grow by exactly the others.
+    Nothing else may reach the log.
     """
     before, before_nonces = snapshot(client), nonce_keys(client)
     before_log = logged_records(client)
+    before_pending = pending_refusals(hub) if hub is not None else 0
     yield
     after, after_nonces = snapshot(client), nonce_keys(client)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
@@ -160,9 +182,18 @@ def nothing_written(
     assert before_nonces <= after_nonces
     if nonces is not None:
         assert len(after_nonces - before_nonces) == nonces
-    added = list((logged_records(client) - before_log).elements())
-    kinds = [msgpack.unpackb(record)["kind"] for record in added]
-    assert kinds == ["request-refused"] * refusals, f"audit records added: {kinds}"
+    added = [msgpack.unpackb(r) for r in (logged_records(client) - before_log).elements()]
+    kinds = [record["kind"] for record in added]
+    assert kinds == ["request-refused"] * len(added), f"audit records added: {kinds}"
+    assert all(isinstance(record.get("agency"), str) for record in added), added
+    if logged is None and nonces:
+        logged = refusals
+    if logged is not None:
+        assert len(added) == logged, f"{len(added)} refusals logged one by one, not {logged}"
+    else:
+        assert len(added) in (0, refusals), f"{len(added)} of {refusals} refusals logged"
+    if hub is not None:
+        assert pending_refusals(hub) - before_pending == refusals - len(added)
 
 
 # -- problem assertions ----------------------------------------------------------------
@@ -481,7 +512,7 @@ async def test_authentication_refusals_write_nothing_not_even_a_nonce(
 ) -> None:
     body = sealed()
     headers, sent = mutate(post_headers(world, body), body, world)
-    with nothing_written(redis_db, nonces=0):
+    with nothing_written(redis_db, nonces=0, logged=0, hub=world):
         answer = await send(http, world.base_url + NOTES_PATH, "POST", headers, sent)
     assert_problem(answer, 401, slug, *needles)
     assert not redis_db.exists(f"siko:{{ch:{CHANNEL}}}:notes")
@@ -494,7 +525,7 @@ async def test_a_target_uri_beyond_the_profile_is_refused_before_any_check_of_th
     such, whatever was signed; nothing is written, not even a nonce."""
     body = sealed()
     padded = world.base_url + NOTES_PATH + "?pad=" + "a" * httpsig.MAX_TARGET_URI
-    with nothing_written(redis_db, nonces=0):
+    with nothing_written(redis_db, nonces=0, logged=0, hub=world):
         answer = await send(http, padded, "POST", post_headers(world, body), body)
     assert_problem(answer, 401, "unauthenticated", "request signature", "target uri")
 
@@ -509,7 +540,7 @@ async def test_a_replayed_post_is_refused_and_stores_nothing_more(
     headers = post_headers(world, body)
     first = await send(http, world.base_url + NOTES_PATH, "POST", headers, body)
     assert first.status == 201
-    with nothing_written(redis_db, nonces=0):
+    with nothing_written(redis_db, nonces=0, logged=0, hub=world):
         again = await send(http, world.base_url + NOTES_PATH, "POST", headers, body)
     assert_problem(again, 401, "replayed-request", "nonce")
 
@@ -527,7 +558,7 @@ async def test_a_nonce_is_spent_even_on_a_different_request(
     )
     assert first.status == 200
     body = sealed()
-    with nothing_written(redis_db, nonces=0):
+    with nothing_written(redis_db, nonces=0, logged=0, hub=world):
         answer = await send(
             http, world.base_url + NOTES_PATH, "POST", post_headers(world, body, nonce=nonce), body
         )
@@ -574,7 +605,10 @@ async def test_a_replaced_key_is_refused(world: RunningHub, redis_db: redis.Redi
     rotated = Identity.generate(CITY, suite=Suite.X25519)
     city = await world.client(CITY)
     await city.add_card(CITY, rotated.card)
-    with nothing_written(redis_db, nonces=1), pytest.raises(sdk.Unauthenticated) as excinfo:
+    with (
+        nothing_written(redis_db, nonces=1, hub=world),
+        pytest.raises(sdk.Unauthenticated) as excinfo,
+    ):
         await city.roster(CHANNEL)
     assert_sdk_problem(excinfo, 401, "unauthenticated", "replaced", "current key")
     async with HubClient(world.base_url, rotated) as fresh:
@@ -585,7 +619,10 @@ async def test_an_unregistered_identity_is_refused(
     world: RunningHub, redis_db: redis.Redis
 ) -> None:
     async with HubClient(world.base_url, _stranger()) as stranger:
-        with nothing_written(redis_db, nonces=0), pytest.raises(sdk.Unauthenticated) as excinfo:
+        with (
+            nothing_written(redis_db, nonces=0, logged=0, hub=world),
+            pytest.raises(sdk.Unauthenticated) as excinfo,
+        ):
             await stranger.post_note(CHANNEL, Note(SECRET_TEXT), MARKS)
     assert_sdk_problem(excinfo, 401, "unauthenticated", "not registered")
 
@@ -596,7 +633,7 @@ async def test_a_suspended_agency_is_refused_everything(
     admin = await world.client(ADMIN)
     city = await world.client(CITY)
     await admin.set_status(CITY, "suspended")
-    with nothing_written(redis_db, nonces=3, refusals=3):
+    with nothing_written(redis_db, nonces=3, refusals=3, hub=world):
         with pytest.raises(sdk.AgencySuspended) as excinfo:
             await city.post_note(CHANNEL, Note(SECRET_TEXT), MARKS)
         assert_sdk_problem(excinfo, 403, "agency-suspended", CITY)
@@ -622,7 +659,7 @@ async def test_a_refused_request_cannot_be_replayed_once_its_reason_is_gone(
     first = await send(http, world.base_url + "/v1/agencies", "GET", headers, b"")
     assert_problem(first, 403, "agency-suspended", CITY)
     await admin.set_status(CITY, "active")
-    with nothing_written(redis_db, nonces=0):
+    with nothing_written(redis_db, nonces=0, logged=0, hub=world):
         again = await send(http, world.base_url + "/v1/agencies", "GET", headers, b"")
     assert_problem(again, 401, "replayed-request", "nonce")
 
@@ -634,7 +671,7 @@ async def test_a_key_is_refused_what_its_kind_may_not_do(
     admin = await world.client(ADMIN)
     await admin.register_agency(identity(AUDITOR).card, kind="auditor")
     auditor = await world.client(AUDITOR)
-    with nothing_written(redis_db, nonces=3, refusals=3):
+    with nothing_written(redis_db, nonces=3, refusals=3, hub=world):
         with pytest.raises(sdk.Forbidden) as excinfo:
             await auditor.register_agency(identity("stadt-bochum").card)
         assert_sdk_problem(excinfo, 403, "forbidden", AUDITOR, "not an administrator")
@@ -652,7 +689,10 @@ async def test_a_client_with_a_wrong_clock_is_told_so(
 ) -> None:
     transport = Transport(world.base_url, identity(POLICE), clock=lambda: int(time.time()) + offset)
     async with HubClient(world.base_url, identity(POLICE), transport=transport) as police:
-        with nothing_written(redis_db, nonces=0), pytest.raises(sdk.StaleRequest) as excinfo:
+        with (
+            nothing_written(redis_db, nonces=0, logged=0, hub=world),
+            pytest.raises(sdk.StaleRequest) as excinfo,
+        ):
             await police.post_note(CHANNEL, Note(SECRET_TEXT), MARKS)
     assert_sdk_problem(excinfo, 401, "stale-request", "clock")
 
@@ -667,7 +707,7 @@ async def test_the_signing_window_edges(
         assert answer.status == 200
     for delta in (-(skew + 2), skew + 2):
         headers = sign(world, "GET", "/v1/agencies", created=int(time.time()) + delta)
-        with nothing_written(redis_db, nonces=0):
+        with nothing_written(redis_db, nonces=0, logged=0, hub=world):
             answer = await send(http, world.base_url + "/v1/agencies", "GET", headers, b"")
         assert_problem(answer, 401, "stale-request", f"± {skew} s")
 
@@ -682,7 +722,7 @@ async def test_authentication_comes_before_every_other_check(
         ("DELETE", "/v1/agencies"),
         ("POST", "/v1/agencies"),
     ]:
-        with nothing_written(redis_db, nonces=0):
+        with nothing_written(redis_db, nonces=0, logged=0, hub=world):
             answer = await send(http, world.base_url + path, method, {}, b"")
         assert_problem(answer, 401, "unauthenticated", "missing")
 
@@ -691,7 +731,7 @@ async def test_a_msgpack_accepting_client_still_gets_problem_json(
     world: RunningHub, http: aiohttp.ClientSession, redis_db: redis.Redis
 ) -> None:
     body = msgpack.packb({"card": b"x"})
-    with nothing_written(redis_db, nonces=1):
+    with nothing_written(redis_db, nonces=1, hub=world):
         answer = await signed(
             http,
             world,
