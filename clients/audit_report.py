@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Final
 
-from clients.audit_verify import HOUR_MS, Report
+from clients.audit_verify import HOUR_MS, Report, Tally
 
 DAY_HOURS: Final = 24
 #: Anomalies printed on the terminal before "... and N more" (the HTML lists all).
@@ -38,7 +38,7 @@ def summary(report: Report, *, seconds: float = 0.0, verify_seconds: float = 0.0
     lines += _counts("Events by kind", tally.by_kind)
     lines += _counts("Events by agency", tally.by_agency)
     lines += _counts("Events by channel", tally.by_channel)
-    lines.append(f"Refused requests: {len(tally.refusals)}")
+    lines += _refusals(tally)
     if tally.erasures:
         lines.append("Deleted records (each with a tombstone signed by the log key):")
         lines += [
@@ -48,6 +48,24 @@ def summary(report: Report, *, seconds: float = 0.0, verify_seconds: float = 0.0
     lines += [f"warning: {text}" for text in report.warnings]
     lines += _anomalies(report)
     return "\n".join(lines)
+
+
+def _refusals(tally: Tally) -> list[str]:
+    """Refusals logged one by one, those only counted in summaries, and both by problem."""
+    summed = sum(tally.summarized.values())
+    lines = [
+        f"Refused requests: {len(tally.refusals)} logged one by one, {summed} counted in "
+        f"{tally.summaries} summaries (refusals that name no agency)"
+    ]
+    rows = tally.refusals_by_problem()
+    if rows:
+        width = max(len("problem"), *(len(problem) for problem, *_ in rows))
+        lines.append(f"  {'problem':<{width}}  status  one by one  summarized")
+        lines += [
+            f"  {problem:<{width}}  {status:>6}  {single:>10}  {summarized:>10}"
+            for problem, status, single, summarized in rows
+        ]
+    return lines
 
 
 def _counts(title: str, counts: Mapping[str, int]) -> list[str]:
@@ -91,7 +109,15 @@ def html_page(report: Report, *, title: str = "siko audit report") -> str:
         chart(tally.hourly_by_channel),
         "<h2>Events by kind</h2>",
         _table(("kind", "events"), sorted(tally.by_kind.items())),
-        "<h2>Refused requests</h2>",
+        "<h2>Refused requests by problem</h2>",
+        f"<p>{len(tally.refusals)} logged one by one (the agency is named), "
+        f"{sum(tally.summarized.values())} counted in {tally.summaries} summaries "
+        "(refusals that name no agency: no valid signature, or a replay).</p>",
+        _table(
+            ("problem", "status", "logged one by one", "in summaries"),
+            tally.refusals_by_problem(),
+        ),
+        "<h2>Refused requests logged one by one</h2>",
         _table(
             ("leaf", "time", "agency", "request", "problem", "status"),
             [

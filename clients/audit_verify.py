@@ -45,7 +45,14 @@ import msgpack
 
 from keys import AgencyCard, Header, KeysError, VerifyKey, codec, labels, merkle
 from keys.checkpoint import Checkpoint, NoteVerifier, open_signed_checkpoint
-from keys.leaf import MAX_RECORD_BYTES, EventKind, Tombstone, commit, parse_leaf
+from keys.leaf import (
+    MAX_RECORD_BYTES,
+    EventKind,
+    RefusalSummary,
+    Tombstone,
+    commit,
+    parse_leaf,
+)
 from keys.statements import ReadAck
 
 HOUR_MS: Final = 3_600_000
@@ -150,7 +157,19 @@ class Tally:
         default_factory=lambda: defaultdict(Counter)
     )
     refusals: list[Refusal] = field(default_factory=list)
+    #: Refusals that name nobody, logged only as counts: (problem, status) -> n.
+    summarized: Counter[tuple[str, int]] = field(default_factory=Counter)
+    #: How many ``refusals-summarized`` records those counts came from.
+    summaries: int = 0
     erasures: list[Erasure] = field(default_factory=list)
+
+    def refusals_by_problem(self) -> list[tuple[str, int, int, int]]:
+        """(problem, status, refusals logged one by one, refusals in summaries), sorted."""
+        single: Counter[tuple[str, int]] = Counter((r.problem, r.status) for r in self.refusals)
+        return [
+            (problem, status, single[(problem, status)], self.summarized[(problem, status)])
+            for problem, status in sorted(single.keys() | self.summarized.keys())
+        ]
 
     def add(self, kind: EventKind, at: int, fields: dict[str, Any]) -> None:
         """Count one record (once per leaf: kept lean)."""
@@ -542,6 +561,21 @@ class LogVerifier:
             )
         )
 
+    def _summarized(
+        self, index: int, at: int, fields: dict[str, Any], checks: list[_Check]
+    ) -> None:
+        """Refusals that name nobody, counted by problem and status over an interval."""
+        try:
+            summary = RefusalSummary.from_fields(fields)
+        except KeysError as exc:
+            self.anomaly(
+                index, Problem.MALFORMED_RECORD, f"the summary of refusals is malformed ({exc})"
+            )
+            return
+        self.tally.summaries += 1
+        for problem, status, count in summary.counts:
+            self.tally.summarized[(problem, status)] += count
+
     def _tombstone(self, index: int, tombstone: Tombstone) -> None:
         self.tally.by_kind["tombstone"] += 1
         try:
@@ -652,6 +686,7 @@ _HANDLERS: Final[dict[EventKind, _Handler]] = {
     EventKind.NOTE_ACCEPTED: LogVerifier._note,
     EventKind.NOTE_ACKNOWLEDGED: LogVerifier._ack,
     EventKind.REQUEST_REFUSED: LogVerifier._refused,
+    EventKind.REFUSALS_SUMMARIZED: LogVerifier._summarized,
 }
 
 

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import msgpack
 import pytest
 import redis
@@ -95,6 +96,11 @@ async def audited(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> Audi
         await prosecutor.ack(CHANNEL, posted.stream_id)
         with pytest.raises(NotMember):
             await prosecutor.post_note(CHANNEL, Note("darf nicht"), MARKS)
+        async with aiohttp.ClientSession() as anonymous:  # refusals that name nobody
+            for _ in range(3):
+                async with anonymous.get(f"{running.base_url}/v1/agencies") as answer:
+                    assert answer.status == 401
+        assert await running.app[AUDIT].summarize_refusals()
         key_file = tmp_path / "auditor.identity"
         save_identity(key_file, identity(AUDITOR), PASSPHRASE, kdf=FAST_KDF)
         result = Audited(
@@ -139,7 +145,10 @@ async def test_a_clean_log_verifies_and_is_remembered(audited: Audited, siko: Si
     for agency in (POLICE, CITY, PROSECUTOR):
         assert agency in result.output
     assert CHANNEL in result.output
-    assert "Refused requests: 1" in result.output
+    assert "Refused requests: 1 logged one by one, 3 counted in 1 summaries" in result.output
+    assert "refusals-summarized" in result.output
+    rows = [line.split() for line in result.output.splitlines()]
+    assert ["not-member", "403", "1", "0"] in rows and ["unauthenticated", "401", "0", "3"] in rows
     assert json.loads(audited.state.read_text())["size"] == size
     again = await audited.verify(siko)  # the log extends the remembered checkpoint
     assert_clean(again)
@@ -315,7 +324,7 @@ async def test_the_html_report_is_self_contained(audited: Audited, siko: Siko) -
     assert result.exit_code == 0, result.output
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 2
-    for needed in (POLICE, CITY, CHANNEL, "not-member", "no anomaly found"):
+    for needed in (POLICE, CITY, CHANNEL, "not-member", "no anomaly found", "in summaries"):
         assert needed in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clients import audit_verify
+from clients import audit_report, audit_verify
 from clients.audit_verify import (
     Entry,
     LogVerifier,
@@ -101,6 +101,93 @@ def test_records_of_an_unknown_kind_or_version_do_not_decode() -> None:
         decode_record(b"\x83\xa1v\x01\xa4kind\xa1x\xa2at\x01")
     with pytest.raises(ValueError):
         decode_record(b"\xc1")
+
+
+# -- refusals-summarized records ---------------------------------------------------------
+
+
+def entry(index: int, kind: EventKind, fields: dict[str, object]) -> Entry:
+    record = EventRecord(kind, 1_764_100_000_000 + index, fields).serialize()
+    leaf, salt = event_leaf(record)
+    return Entry(index, leaf, record, salt)
+
+
+def summary_fields(
+    *counts: list[object], start: int = 1000, end: int = 61_000
+) -> dict[str, object]:
+    return {"from": start, "to": end, "counts": list(counts)}
+
+
+def verified(entries: list[Entry]) -> audit_verify.Report:
+    root = merkle.root_from_leaf_hashes(merkle.leaf_hash(e.leaf) for e in entries)
+    check = LogVerifier(LOG.verifier, workers=0)
+    checkpoint = check.open_checkpoint(LOG.sign_checkpoint(len(entries), root), "latest")
+    assert checkpoint is not None
+    check.expect(checkpoint, "latest")
+    check.feed(entries)
+    return check.finish(len(entries))
+
+
+def test_summaries_are_tallied_beside_the_refusals_logged_one_by_one() -> None:
+    single = {"agency": "pp-duisburg", "method": "GET", "path": "/v1/x", "problem": "not-found"}
+    entries = [
+        entry(0, EventKind.REQUEST_REFUSED, {**single, "status": 404}),
+        entry(1, EventKind.REFUSALS_SUMMARIZED, summary_fields(["unauthenticated", 401, 270])),
+        entry(
+            2, EventKind.REQUEST_REFUSED, {**single, "problem": "unauthenticated", "status": 401}
+        ),
+        entry(
+            3,
+            EventKind.REFUSALS_SUMMARIZED,
+            summary_fields(["replayed-request", 401, 100], ["unauthenticated", 401, 30]),
+        ),
+    ]
+    report = verified(entries)
+    assert report.clean, report.anomalies
+    tally = report.tally
+    assert tally.summaries == 2 and len(tally.refusals) == 2
+    assert tally.by_kind["refusals-summarized"] == 2
+    assert tally.refusals_by_problem() == [
+        ("not-found", 404, 1, 0),
+        ("replayed-request", 401, 0, 100),
+        ("unauthenticated", 401, 1, 300),
+    ]
+    text = audit_report.summary(report)
+    assert "Refused requests: 2 logged one by one, 400 counted in 2 summaries" in text
+    assert [line.split() for line in text.splitlines() if "unauthenticated" in line] == [
+        ["unauthenticated", "401", "1", "300"]
+    ]
+    page = audit_report.html_page(report)
+    assert "<h2>Refused requests by problem</h2>" in page
+    assert "<td>unauthenticated</td><td>401</td><td>1</td><td>300</td>" in page
+
+
+MALFORMED_SUMMARIES: dict[str, dict[str, object]] = {
+    "to before from": summary_fields(["unauthenticated", 401, 1], start=5000, end=4000),
+    "a negative count": summary_fields(["unauthenticated", 401, -3]),
+    "a zero count": summary_fields(["unauthenticated", 401, 0]),
+    "a count as text": summary_fields(["unauthenticated", 401, "3"]),
+    "a status as text": summary_fields(["unauthenticated", "401", 3]),
+    "a path as problem": summary_fields(["/v1/agencies", 401, 3]),
+    "from as text": {**summary_fields(["x", 401, 1]), "from": "1000"},
+    "no counts": {"from": 1, "to": 2},
+    "empty counts": summary_fields(),
+    "counts not a list": {**summary_fields(), "counts": {"x": 1}},
+    "unsorted": summary_fields(["b", 401, 1], ["a", 401, 1]),
+    "an extra field": {**summary_fields(["x", 401, 1]), "path": "/v1/x"},
+}
+
+
+@pytest.mark.parametrize("fields", MALFORMED_SUMMARIES.values(), ids=MALFORMED_SUMMARIES.keys())
+def test_a_malformed_summary_is_an_anomaly_and_counts_nothing(fields: dict[str, object]) -> None:
+    good = entry(0, EventKind.REFUSALS_SUMMARIZED, summary_fields(["unauthenticated", 401, 5]))
+    report = verified([good, entry(1, EventKind.REFUSALS_SUMMARIZED, fields)])
+    [anomaly] = report.anomalies
+    assert (anomaly.index, anomaly.problem) == (1, Problem.MALFORMED_RECORD)
+    assert anomaly.detail.startswith("the summary of refusals is malformed (")
+    assert "summary" in anomaly.detail.removeprefix("the summary")
+    assert report.tally.summaries == 1
+    assert report.tally.summarized == {("unauthenticated", 401): 5}
 
 
 # -- signatures, in worker processes -------------------------------------------------
