@@ -14,14 +14,20 @@ written; when it is below, the difference is what the rest of the hub may cost.
 
 The latency goal is absolute. Its floor is the fan-out itself: ``rate * subscribers``
 WebSocket frames a second, each costing the bare baseline's sender and the subscriber
-process what the bare latency run measured per delivered frame.
+process what the bare latency run measured per delivered frame; and below any design,
+moving the same bytes over loopback sockets with no WebSocket and no per-note work
+(:func:`transfer`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 from keys import AgencyCard, Envelope, httpsig, verify_envelope
 from keys.logkey import LogKey
@@ -149,27 +155,152 @@ class Budget:
 
 @dataclass(frozen=True)
 class FanOut:
-    """The latency goal's delivery load, priced at the bare baseline's cost per frame."""
+    """What the latency goal's load takes of the machine, at the least.
+
+    ``post_us`` is the machine's CPU per post at the floor (:attr:`Budget.floor_us` plus
+    the load generator's and Redis's share); ``transfers`` moved the goal's bytes raw.
+    """
 
     cores: int
     rate: int
     subscribers: int
     frame_us: float  # bare server + subscriber process CPU per delivered frame
+    post_us: float
+    transfers: tuple[Transfer, ...]
 
     @property
-    def cores_needed(self) -> float:
-        """Cores that ``rate * subscribers`` frames a second take at ``frame_us``."""
-        return self.rate * self.subscribers * self.frame_us / 1e6
+    def frames_per_s(self) -> int:
+        """WebSocket frames a second: one per note and subscriber."""
+        return self.rate * self.subscribers
+
+    @property
+    def bare_cores(self) -> float:
+        """Cores the frames take at the bare baseline's measured cost per frame."""
+        return self.frames_per_s * self.frame_us / 1e6
+
+    @property
+    def post_cores(self) -> float:
+        """Cores that posting ``rate`` notes a second takes at the floor."""
+        return self.rate * self.post_us / 1e6
+
+    @property
+    def least_cores(self) -> float:
+        """Posting at the floor plus the cheapest raw transfer: below any design."""
+        return self.post_cores + min(t.cores for t in self.transfers)
 
     def verdict(self) -> str:
-        """Whether the delivery alone fits in the machine."""
-        if self.cores_needed >= self.cores:
+        """Whether the least the load needs leaves room on this machine, and how much."""
+        if self.least_cores >= self.cores:
             return (
-                f"delivery alone needs {self.cores_needed:.1f} of the machine's {self.cores} "
-                "cores, before any post is verified or stored: queues grow without bound, "
-                "whatever the p99 target"
+                f"posting at the floor and moving the bytes raw need {self.least_cores:.2f} "
+                f"of the machine's {self.cores} cores: no design meets the goal here"
             )
         return (
-            f"delivery alone needs {self.cores_needed:.1f} of the machine's {self.cores} "
-            "cores; the rest is left for posting"
+            f"posting at the floor and moving the bytes raw need {self.least_cores:.2f} of "
+            f"the machine's {self.cores} cores, leaving {self.cores - self.least_cores:.2f} "
+            "for everything else: WebSocket framing, the hub's work per note and per "
+            "socket, the subscribers' decoding, and the headroom a p99 needs"
         )
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Raw loopback transfer of the goal's bytes: cores of the sender and of the receiver."""
+
+    per_write: int  # notes per write to a socket
+    sent: int  # notes sent to every socket
+    seconds: float
+    sender_cores: float
+    receiver_cores: float
+
+    @property
+    def cores(self) -> float:
+        """Both sides together."""
+        return self.sender_cores + self.receiver_cores
+
+
+class _Counter(asyncio.Protocol):
+    """Counts the bytes a connection receives, and nothing else."""
+
+    received = 0
+
+    def data_received(self, data: bytes) -> None:
+        _Counter.received += len(data)
+
+
+def _receive(port: int, sockets: int, expected: int, limit_s: float, pipe: Connection) -> None:
+    """Receiver process: connect ``sockets`` times, count bytes; report its CPU seconds."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(sockets):
+            await loop.create_connection(_Counter, "127.0.0.1", port)
+        pipe.send("ready")
+        began, cpu = time.monotonic(), time.process_time()
+        while _Counter.received < expected and time.monotonic() - began < limit_s:
+            await asyncio.sleep(0.005)
+        pipe.send((_Counter.received, time.process_time() - cpu))
+
+    asyncio.run(main())
+
+
+async def _send_at_rate(
+    writers: list[asyncio.StreamWriter], chunk: bytes, writes: int, interval_s: float
+) -> None:
+    """Write ``chunk`` to every socket ``writes`` times, one round every ``interval_s``."""
+    began = time.monotonic()
+    for n in range(1, writes + 1):
+        for writer in writers:
+            writer.write(chunk)
+        await asyncio.sleep(max(0.0, began + n * interval_s - time.monotonic()))
+        for writer in writers:
+            await writer.drain()
+
+
+async def transfer(
+    *, sockets: int, rate: int, size: int, seconds: float, per_write: int
+) -> Transfer:
+    """Send ``rate`` notes of ``size`` bytes a second to each of ``sockets`` sockets.
+
+    The floor of any fan-out of these bytes on this machine: plain asyncio sockets on
+    loopback, no WebSocket framing, no per-note work but one ``write`` of ``per_write``
+    notes per socket, and a receiver that only counts bytes, in a process of its own as
+    the benchmark's subscribers are. Bounded: ``seconds`` of sending, and the receiver
+    waits at most four times that.
+    """
+    writers: list[asyncio.StreamWriter] = []
+
+    async def accepted(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+
+    server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    notes = max(1, int(rate * seconds) // per_write) * per_write
+    parent, child = multiprocessing.Pipe()
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_receive, args=(port, sockets, notes * size * sockets, 4 * seconds, child)
+    )
+    proc.start()
+    try:
+        if not await asyncio.to_thread(parent.poll, 60.0) or parent.recv() != "ready":
+            raise RuntimeError("the transfer receiver did not connect")
+        async with asyncio.timeout(10.0):
+            while len(writers) < sockets:
+                await asyncio.sleep(0.005)
+        began, cpu = time.monotonic(), time.process_time()
+        chunk = os.urandom(size) * per_write
+        await _send_at_rate(writers, chunk, notes // per_write, per_write / rate)
+        sender_cpu, elapsed = time.process_time() - cpu, time.monotonic() - began
+        if not await asyncio.to_thread(parent.poll, 4 * seconds + 10.0):
+            raise RuntimeError("the transfer receiver did not report")
+        received, receiver_cpu = parent.recv()
+        if received < notes * size * sockets:
+            raise RuntimeError(f"the transfer receiver got {received:,} bytes, too few")
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    return Transfer(per_write, notes, elapsed, sender_cpu / elapsed, receiver_cpu / elapsed)

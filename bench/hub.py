@@ -67,7 +67,7 @@ import hub.store
 import keys.envelope
 import keys.httpsig
 import keys.logkey
-from bench._floor import Budget, FanOut, Step, required_checks
+from bench._floor import Budget, FanOut, Step, Transfer, required_checks, transfer
 from bench._harness import (
     CpuMeter,
     Dist,
@@ -817,9 +817,20 @@ async def measure(rig: Rig) -> str:
             rig,
         )
     )
+    progress("the latency goal's bytes over raw loopback sockets ...")
+    transfers = [
+        await transfer(
+            sockets=plan.subscribers,
+            rate=plan.rate,
+            size=len(live[0]),
+            seconds=plan.live_s,
+            per_write=per_write,
+        )
+        for per_write in (1, 8)
+    ]
     progress("profile of the hub's post path ...")
     profile = await profile_pass(rig, bodies)
-    return report(plan, runs, lat, profile, len(live[0]), checks)
+    return report(plan, runs, lat, profile, len(live[0]), checks, transfers)
 
 
 async def profile_pass(rig: Rig, bodies: Bodies) -> str:
@@ -898,8 +909,8 @@ def _bare_us(runs: Sequence[Throughput]) -> float:
     return 1e6 * sum(r.cpu.used["bare"] for r in bare) / max(sum(r.done for r in bare), 1)
 
 
-def budget_section(runs: Sequence[Throughput], checks: Sequence[Step]) -> str:
-    """What 60 % of this run's bare rate leaves the hub per post, against its floor."""
+def budget_of(runs: Sequence[Throughput], checks: Sequence[Step]) -> Budget:
+    """The throughput goal's budget per post, from this run's figures."""
     bare = [r for r in runs if r.name == "bare"]
     hubs = [r for r in runs if r.name == "hub"]
     hub_done = max(sum(r.done for r in hubs), 1)
@@ -907,7 +918,7 @@ def budget_section(runs: Sequence[Throughput], checks: Sequence[Step]) -> str:
     def per_hub_post(name: str) -> float:
         return 1e6 * sum(r.cpu.used[name] for r in hubs) / hub_done
 
-    budget = Budget(
+    return Budget(
         cores=cores(),
         goal=THROUGHPUT_GOAL,
         bare_rate=sum(r.done for r in bare) / max(sum(r.elapsed_s for r in bare), 1e-9),
@@ -916,6 +927,10 @@ def budget_section(runs: Sequence[Throughput], checks: Sequence[Step]) -> str:
         redis_us=per_hub_post("redis"),
         checks=tuple(checks),
     )
+
+
+def budget_section(budget: Budget) -> str:
+    """What 60 % of this run's bare rate leaves the hub per post, against its floor."""
     rows = [
         [
             f"{budget.cores} cores at {budget.goal:.0%} of bare "
@@ -926,7 +941,7 @@ def budget_section(runs: Sequence[Throughput], checks: Sequence[Step]) -> str:
         ["  less Redis, per hub post", f"-{budget.redis_us:,.0f}"],
         ["**budget left for the hub**", f"**{budget.hub_us:,.0f}**"],
         ["the bare endpoint's own work (aiohttp, XADD), per post", f"{budget.bare_us:,.0f}"],
-        *([f"  + {s.name}", f"{s.us:,.1f}"] for s in checks),
+        *([f"  + {s.name}", f"{s.us:,.1f}"] for s in budget.checks),
         [
             "**floor: the bare endpoint's work + the required checks**",
             f"**{budget.floor_us:,.0f}**",
@@ -939,16 +954,50 @@ def budget_section(runs: Sequence[Throughput], checks: Sequence[Step]) -> str:
     )
 
 
-def fan_out_section(runs: Sequence[Latency], plan: Plan, bare_us: float) -> str:
-    """The bare baseline's CPU per delivered frame, and what the goal's rate needs of it."""
+def fan_out_of(
+    runs: Sequence[Latency], plan: Plan, budget: Budget, transfers: Sequence[Transfer]
+) -> FanOut:
+    """The latency goal's load priced three ways, from this run's figures."""
     bare = next(r for r in runs if r.name == "bare")
-    spent = bare.cpu.used["bare"] - bare_us * bare.sent / 1e6 + bare.cpu.used["subscribers"]
-    fan_out = FanOut(cores(), plan.rate, plan.subscribers, 1e6 * spent / max(bare.delivery.n, 1))
+    posts = budget.bare_us * bare.sent / 1e6  # the bare server's CPU for its posts
+    spent = bare.cpu.used["bare"] - posts + bare.cpu.used["subscribers"]
+    return FanOut(
+        cores=cores(),
+        rate=plan.rate,
+        subscribers=plan.subscribers,
+        frame_us=1e6 * spent / max(bare.delivery.n, 1),
+        post_us=budget.floor_us + budget.loadgen_us + budget.redis_us,
+        transfers=tuple(transfers),
+    )
+
+
+def fan_out_section(fan_out: FanOut, size: int) -> str:
+    """What the latency goal's load takes of the machine, at the least."""
+    rows = [
+        [
+            f"{fan_out.frames_per_s:,} frames/s at the bare run's {fan_out.frame_us:.1f} µs "
+            "per delivered frame (its server less its posts, plus the subscriber process)",
+            f"{fan_out.bare_cores:.2f}",
+        ],
+        *(
+            [
+                f"the same bytes over raw loopback sockets, {t.per_write} note(s) per write "
+                f"(sender {t.sender_cores:.2f} + receiver {t.receiver_cores:.2f})",
+                f"{t.cores:.2f}",
+            ]
+            for t in fan_out.transfers
+        ),
+        [
+            f"posting {fan_out.rate:,} notes/s at the floor, with the load generator and "
+            f"Redis ({fan_out.post_us:,.0f} µs per post)",
+            f"{fan_out.post_cores:.2f}",
+        ],
+    ]
     return (
-        f"The bare run spent {fan_out.frame_us:.1f} µs of CPU per delivered frame (its server, "
-        "less its posts, plus the subscriber process). At "
-        f"{plan.rate:,} notes/s to {plan.subscribers} subscribers, "
-        f"{plan.rate * plan.subscribers:,} frames/s: {fan_out.verdict()}."
+        md_table([f"the goal's load ({size:,}-byte notes)", "cores"], rows) + "\n\n"
+        f"**Verdict: {fan_out.verdict()}.** Batching notes into fewer writes costs "
+        "latency too: at this rate, 8 notes per write hold the first of them back "
+        f"{7_000 / fan_out.rate:.0f} ms."
     )
 
 
@@ -986,9 +1035,11 @@ def report(
     profile: str,
     size: int,
     checks: Sequence[Step],
+    transfers: Sequence[Transfer],
 ) -> str:
     """The whole report, Markdown."""
     command = " ".join(["bench/hub.py", *sys.argv[1:]])
+    budget = budget_of(runs, checks)
     return "\n".join(
         [
             f"# Hub benchmark: `{command}`\n",
@@ -1003,11 +1054,12 @@ def report(
             f"{plan.run_s:g} s per run after {plan.warmup} warm-up posts\n",
             throughput_section(runs),
             "\n### What the throughput goal leaves the hub on this machine\n",
-            budget_section(runs, checks),
+            budget_section(budget),
             f"\n## Post -> delivery latency: {plan.rate:,} notes/s for {plan.live_s:g} s to "
             f"{plan.subscribers} WebSocket subscribers, at most {IN_FLIGHT} posts in flight\n",
             latency_section(lat, plan),
-            "\n" + fan_out_section(lat, plan, _bare_us(runs)),
+            "\n### What the latency goal's load takes of this machine, at the least\n",
+            fan_out_section(fan_out_of(lat, plan, budget, transfers), size),
             "\n## Where the hub's post path spends its CPU (cProfile of the hub process)\n",
             profile,
         ]

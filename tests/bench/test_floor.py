@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bench._floor import Budget, FanOut, Step, per_call_us, required_checks
+from bench._floor import Budget, FanOut, Step, Transfer, per_call_us, required_checks, transfer
 from keys import Identity, KeysError, Markings, Note, Suite, httpsig, seal
 from keys.logkey import LogKey
 from keys.markings import Classification, HandlingCode
@@ -45,14 +45,34 @@ def test_a_floor_above_the_budget_says_no_hub_reaches_the_goal_here() -> None:
     assert "no hub" in b.verdict()
 
 
-def test_fan_out_prices_every_frame_at_the_measured_cost() -> None:
-    heavy = FanOut(cores=2, rate=1000, subscribers=100, frame_us=25.0)
-    assert heavy.cores_needed == pytest.approx(2.5)
-    assert "needs 2.5 of the machine's 2 cores" in heavy.verdict()
-    assert "queues grow without bound" in heavy.verdict()
-    light = FanOut(cores=2, rate=100, subscribers=100, frame_us=25.0)
-    assert light.cores_needed == pytest.approx(0.25)
-    assert "the rest is left for posting" in light.verdict()
+def fan_out(rate: int, post_us: float, *raw: float) -> FanOut:
+    transfers = tuple(Transfer(1, rate, 1.0, cores / 2, cores / 2) for cores in raw)
+    return FanOut(
+        cores=2, rate=rate, subscribers=100, frame_us=25.0, post_us=post_us, transfers=transfers
+    )
+
+
+def test_fan_out_prices_the_frames_posting_and_the_cheapest_raw_transfer() -> None:
+    load = fan_out(1000, 600.0, 1.3, 0.6)
+    assert load.frames_per_s == 100_000
+    assert load.bare_cores == pytest.approx(2.5)
+    assert load.post_cores == pytest.approx(0.6)
+    assert load.least_cores == pytest.approx(1.2)  # the cheaper transfer counts
+    assert "need 1.20 of the machine's 2 cores, leaving 0.80" in load.verdict()
+
+
+def test_a_load_beyond_the_machine_says_no_design_meets_the_goal() -> None:
+    load = fan_out(1000, 900.0, 1.3, 1.1)
+    assert load.least_cores == pytest.approx(2.0)
+    assert "no design meets the goal here" in load.verdict()
+
+
+async def test_transfer_moves_every_byte_and_measures_both_sides() -> None:
+    moved = await transfer(sockets=3, rate=200, size=1000, seconds=0.2, per_write=4)
+    assert moved.per_write == 4
+    assert moved.sent == 40  # 200/s for 0.2 s, in whole writes of 4
+    assert moved.sender_cores > 0 and moved.receiver_cores > 0
+    assert moved.cores == moved.sender_cores + moved.receiver_cores
 
 
 def test_per_call_us_is_the_best_loop_not_the_mean() -> None:
