@@ -142,7 +142,11 @@ async def _recheck(
 
 
 async def _record_refusal(request: web.Request, error: HubError) -> None:
-    """Log a refusal on the socket in the audit log, as the HTTP middleware would."""
+    """Log and count a refusal on the socket, as the HTTP middlewares would.
+
+    The socket's request verified with a fresh nonce, so the refusal names its agency.
+    """
+    request.app[METRICS].refusals.labels(error.slug).inc()
     recorder = request.app.get(REFUSAL_RECORDER)
     if recorder is None or isinstance(error, Unavailable):
         return

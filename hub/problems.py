@@ -94,7 +94,8 @@ async def _refused(request: web.Request, error: HubError) -> web.Response:
 REFUSAL = web.RequestKey("refusal", HubError)
 
 
-#: Called for every refused request (set by the app to log it in the audit log).
+#: Called for every refused request (set by the app: it logs a refusal its agency provably
+#: sent in the audit log, and counts any other for the next ``refusals-summarized`` record).
 class RefusalRecorder(Protocol):
     """Logs one refused request."""
 

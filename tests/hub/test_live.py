@@ -35,6 +35,7 @@ from hub import keyspace
 from hub.errors import AgencySuspended
 from hub.feeds import Overflow, Subscriber
 from hub.live import FEEDS
+from hub.state import AUDIT
 from keys import (
     Identity,
     Note,
@@ -513,8 +514,12 @@ async def test_only_readers_may_subscribe(world: RunningHub) -> None:
         )
 
 
-async def test_unsigned_and_unknown_key_upgrades_are_refused(world: RunningHub) -> None:
+async def test_unsigned_and_unknown_key_upgrades_are_refused(
+    world: RunningHub, redis_db: redis.Redis
+) -> None:
     url = f"{world.base_url}/v1/subscribe?cursor={CHANNEL}:0-0"
+    pending = sum(world.app[AUDIT].refusals.pending().values())
+    logged = len(audit_records(redis_db))
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await session.ws_connect(url)
@@ -524,6 +529,9 @@ async def test_unsigned_and_unknown_key_upgrades_are_refused(world: RunningHub) 
         with pytest.raises(Unauthenticated) as unknown:
             await transport.open_websocket("/v1/subscribe", params=cursor(CHANNEL, "0-0"))
         assert unknown.value.status == 401
+    # they name nobody: no leaf of their own, only counted for the next summary
+    assert len(audit_records(redis_db)) == logged
+    assert sum(world.app[AUDIT].refusals.pending().values()) - pending == 2
 
 
 async def metric_text(hub: RunningHub) -> str:
@@ -635,6 +643,8 @@ async def test_a_suspended_agency_stops_receiving_and_its_acks_are_refused(
         await post_many(police, ["nach der Sperre"])
         await assert_ended_with(ws, "agency-suspended")
     assert len(await refusals_logged(redis_db, "agency-suspended")) == 2
+    # refusals on a socket are counted by Prometheus too, as HTTP refusals are
+    assert 'siko_refusals_total{problem="agency-suspended"} 2.0' in await metric_text(world)
 
 
 async def test_a_replaced_key_ends_the_subscription_opened_with_the_old_one(
