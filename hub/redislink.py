@@ -51,18 +51,40 @@ from typing import Any, Final, TypeAlias
 
 import hiredis
 import redis.asyncio as aioredis
-from redis._parsers.base import BaseParser  # redis-py's table of error replies (redis < 9)
 from redis.exceptions import (
     AuthenticationError,
+    BusyLoadingError,
     DataError,
     NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisError,
     ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Arg", "Endpoint", "LinkScript", "RedisLink", "pack"]
+__all__ = ["Arg", "Endpoint", "LinkScript", "RedisLink", "error_reply", "pack"]
+
+#: The error replies the hub tells apart, by their first word, as redis-py's classes; any
+#: other is a :class:`ResponseError`. (redis-py keeps its own table in a private module.)
+_ERROR_CLASSES: Final[dict[str, type[RedisError]]] = {
+    "NOSCRIPT": NoScriptError,
+    "NOAUTH": AuthenticationError,
+    "WRONGPASS": AuthenticationError,
+    "LOADING": BusyLoadingError,
+    "READONLY": ReadOnlyError,
+    "OOM": OutOfMemoryError,
+}
+
+
+def error_reply(text: str) -> RedisError:
+    """An error reply as the exception redis-py raises for it, without its prefix word
+    when the class already names it (``NOSCRIPT No matching script`` -> NoScriptError)."""
+    word, _, rest = text.partition(" ")
+    cls = _ERROR_CLASSES.get(word)
+    return ResponseError(text) if cls is None else cls(rest)
+
 
 #: One argument of a command, as hiredis packs it.
 Arg: TypeAlias = bytes | str | int | float
@@ -174,8 +196,7 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self.timeout_s = timeout_s
         self.transport: asyncio.Transport | None = None
-        # Error replies are parsed into redis-py's exception classes, as redis-py does.
-        self.reader = hiredis.Reader(replyError=BaseParser.parse_error)
+        self.reader = hiredis.Reader(replyError=error_reply)
         self.pending: deque[asyncio.Future[Any] | _Batch] = deque()
         self.out: list[bytes] = []
         self.flush_scheduled = False

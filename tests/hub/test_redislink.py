@@ -20,12 +20,20 @@ from typing import Any, TypeVar
 import pytest
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, DataError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    DataError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.embedded import EmbeddedRedis
-from hub.redislink import CLIENT_NAME, Endpoint, LinkScript, RedisLink
+from hub.redislink import CLIENT_NAME, Endpoint, LinkScript, RedisLink, error_reply
 
 BOUND_S = 10.0  # the longest any single step may take
 
@@ -408,3 +416,26 @@ async def test_bytes_that_are_not_the_replies_asked_for_drop_the_connection(
         await link.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("reply", "cls", "text"),
+    [
+        ("NOSCRIPT No matching script.", NoScriptError, "No matching script."),
+        ("NOAUTH Authentication required.", AuthenticationError, "Authentication required."),
+        ("WRONGPASS invalid username-password pair", AuthenticationError, "invalid username"),
+        ("LOADING Redis is loading the dataset in memory", BusyLoadingError, "Redis is loading"),
+        ("READONLY You can't write against a read only replica.", ReadOnlyError, "You can't"),
+        ("OOM command not allowed when used memory", OutOfMemoryError, "command not allowed"),
+        ("WRONGTYPE Operation against a key", ResponseError, "WRONGTYPE Operation"),
+        ("ERR unknown command 'FOO'", ResponseError, "ERR unknown command"),
+        ("", ResponseError, ""),
+    ],
+)
+def test_error_replies_become_the_classes_redis_py_raises(
+    reply: str, cls: type[Exception], text: str
+) -> None:
+    """The link's own table: the replies the hub tells apart, by their first word."""
+    error = error_reply(reply)
+    assert type(error) is cls
+    assert str(error).startswith(text)
