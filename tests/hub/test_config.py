@@ -74,6 +74,7 @@ def test_environment_variable_names() -> None:
         "SIKO_LOG_KEY",
         "SIKO_LOG_ORIGIN",
         "SIKO_CHECKPOINT_INTERVAL_S",
+        "SIKO_REFUSAL_SUMMARY_S",
     ]
 
 
