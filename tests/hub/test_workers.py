@@ -270,6 +270,7 @@ async def test_a_post_through_one_worker_reaches_subscribers_on_every_worker(
     tmp_path: Path, redis_url: str, redis_db: redis.Redis
 ) -> None:
     async with serving(tmp_path, redis_url) as hub, contextlib.AsyncExitStack() as stack:
+        await answered_by_every_worker(hub)  # both listen, so sockets reach both
         agency = await world_at(hub.base_url, stack)
         sockets: list[aiohttp.ClientWebSocketResponse] = []
         while not all(hub.subscribers().get(pid, 0) > 0 for pid in hub.workers()):
@@ -296,6 +297,9 @@ async def test_a_killed_worker_is_restarted_and_the_hub_keeps_answering(
     tmp_path: Path, redis_url: str, redis_db: redis.Redis
 ) -> None:
     async with serving(tmp_path, redis_url) as hub:
+        # both listen first: serving() returns once one of them answers, and if the victim
+        # were the only one listening yet, nobody would be left to answer
+        await answered_by_every_worker(hub)
         victim, survivor = hub.workers()
         os.kill(victim, signal.SIGKILL)
         # (a connection the kernel queued for the victim before it died is reset with it)
