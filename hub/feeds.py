@@ -47,7 +47,7 @@ import msgpack
 from hub import policy
 from hub.directory import DamagedRecord
 from hub.errors import HubError, NotFound, TooManyLiveChannels, Unauthenticated, Unavailable
-from hub.records import AgencyRecord, ChannelRecord, Role
+from hub.records import AgencyRecord, Role
 from hub.store import Store, StoredNote
 from keys import KeysError
 
@@ -229,11 +229,11 @@ class ChannelFeed:
         # who is registered now; a subscriber that registers later replays these notes
         subscribers = tuple(self.subscribers)
         if subscribers:
-            verdicts = access_verdicts(self.channel, rec, agencies, entries)
+            verdicts = access_verdicts(self._store, self.channel, rec, agencies, entries)
             late = sorted({s.agency for s in subscribers} - verdicts.keys())
             if late:
                 rec, entries = await self._store.access_records(self.channel, late)
-                verdicts.update(access_verdicts(self.channel, rec, late, entries))
+                verdicts.update(access_verdicts(self._store, self.channel, rec, late, entries))
             batch = tuple(
                 LiveNote(n.stream_id, stream_key(n.stream_id), note_frame(self.channel, n))
                 for n in notes
@@ -248,23 +248,29 @@ class ChannelFeed:
 
 
 def access_verdicts(
-    channel_id: str, rec: bytes | None, agencies: list[str], entries: list[bytes | None]
+    store: Store,
+    channel_id: str,
+    rec: bytes | None,
+    agencies: list[str],
+    entries: list[bytes | None],
 ) -> dict[str, HubError | str]:
     """For each agency, why it may not read ``channel_id`` now, or else its current key id.
 
-    ``rec`` and ``entries`` are what :meth:`Store.access_records` read for ``agencies``.
+    ``rec`` and ``entries`` are what :meth:`Store.access_records` read for ``agencies``,
+    fresh; the store parses them (and remembers the parse of the same bytes: a feed
+    checks the same records for every batch it reads).
     """
     if rec is None:
         return dict.fromkeys(agencies, NotFound(f"no channel {channel_id}"))
     try:
-        channel = ChannelRecord.parse(rec)
+        channel = store.parse_channel(rec)
     except KeysError:
         damaged = DamagedRecord(f"the record of channel {channel_id} does not parse")
         return dict.fromkeys(agencies, damaged)
     verdicts: dict[str, HubError | str] = {}
     for agency, entry in zip(agencies, entries, strict=True):
         try:
-            record = _agency(agency, entry)
+            record = _agency(store, agency, entry)
             policy.require_role(channel, record, Role.READ)
         except HubError as refusal:
             verdicts[agency] = refusal
@@ -285,11 +291,11 @@ def refusal_of(verdict: HubError | str, key_id: str) -> HubError | None:
     return None
 
 
-def _agency(agency: str, entry: bytes | None) -> AgencyRecord:
+def _agency(store: Store, agency: str, entry: bytes | None) -> AgencyRecord:
     if entry is None:
         raise NotFound(f"no agency {agency} is registered")
     try:
-        return AgencyRecord.parse(entry)
+        return store.parse_agency(entry)
     except KeysError:
         raise DamagedRecord(f"the directory entry of {agency} does not parse") from None
 

@@ -134,7 +134,8 @@ async def _recheck(
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_CAP_S)
             continue
-        verdict = access_verdicts(channel, rec, [caller.agency], entries)[caller.agency]
+        store = request.app[STORE]
+        verdict = access_verdicts(store, channel, rec, [caller.agency], entries)[caller.agency]
         refusal = refusal_of(verdict, str(caller.card.key_id))
         if refusal is not None:
             raise refusal

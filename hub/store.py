@@ -244,22 +244,27 @@ class Store:
     async def get_agency(self, agency: str) -> AgencyRecord | None:
         """The directory entry of ``agency``, if registered."""
         data = await _call(self._redis.hget(keyspace.agencies(), agency))
-        return None if data is None else self._parse_agency(data)
+        return None if data is None else self.parse_agency(data)
 
     async def get_agencies(self, agencies: Sequence[str]) -> list[AgencyRecord | None]:
         """Several directory entries, read fresh in one round trip (``HMGET``)."""
         if not agencies:
             return []
         found = await _call(self._redis.hmget(keyspace.agencies(), list(agencies)))
-        return [None if data is None else self._parse_agency(data) for data in found]
+        return [None if data is None else self.parse_agency(data) for data in found]
 
-    def _parse_agency(self, data: bytes) -> AgencyRecord:
+    def parse_agency(self, data: bytes) -> AgencyRecord:
         """Parse an entry's bytes, remembering the result for the same bytes.
 
         The bytes are always read fresh; only parsing them again is saved (a post reads
-        every reader's entry). Equal bytes parse to an equal, frozen record.
+        every reader's entry, a live feed every subscribed agency's, for every batch).
+        Equal bytes parse to an equal, frozen record. Raises KeysError, as the parse does.
         """
         return _remembered(self._agency_parses, data, AgencyRecord.parse)
+
+    def parse_channel(self, data: bytes) -> ChannelRecord:
+        """Parse a channel record's bytes, remembered as :meth:`parse_agency` does."""
+        return _remembered(self._channel_parses, data, ChannelRecord.parse)
 
     async def list_agencies(self) -> list[AgencyRecord]:
         """Every directory entry, sorted by id."""
@@ -365,7 +370,7 @@ class Store:
         if rec is None or ver is None:
             self._channels_seen.pop(channel, None)
             raise NotFound(f"no channel {channel}")
-        seen = _remembered(self._channel_parses, rec, ChannelRecord.parse), int(ver)
+        seen = self.parse_channel(rec), int(ver)
         if len(self._channels_seen) >= PARSE_CACHE_SIZE:
             self._channels_seen.clear()
         self._channels_seen[channel] = seen
@@ -541,7 +546,7 @@ class Store:
                 ]
             )
         )
-        records = [None if data is None else self._parse_agency(data) for data in found]
+        records = [None if data is None else self.parse_agency(data) for data in found]
         return records, bool(stored)
 
     async def remember_nonce(self, key_id_hex: str, value: str, ttl_s: int) -> bool:
