@@ -25,7 +25,7 @@ import asyncio
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -66,6 +66,7 @@ def required_checks(
     url: str,
     card: AgencyCard,
     log_key: LogKey,
+    also: Sequence[tuple[str, Callable[[Envelope, bytes], object]]] = (),
     count: int = 200,
 ) -> list[Step]:
     """The per-post work the hub issue requires, each step timed alone on this machine.
@@ -73,8 +74,10 @@ def required_checks(
     ``headers`` are a post's signature headers for ``body`` at ``url``, signed by the
     holder of ``card``. Each step is what any hub must do for every post: authenticate
     the request (RFC 9421 with an RFC 9530 Content-Digest), check the envelope's
-    signature against the sender's card, and sign the receipt. Nothing of the hub's own
-    design is in here: no Redis, no policy, no audit record.
+    signature against the sender's card, and sign the receipt; and each of ``also``,
+    named work on the parsed envelope and its digest that the caller counts as required (the
+    benchmark adds the audit record every accepted note becomes). Nothing else of the
+    hub's own design is in here: no Redis, no policy, no idempotency, no sequencing.
     """
     parsed = httpsig.parse_signature(headers)
     verify_key = card.sign_key
@@ -111,7 +114,19 @@ def required_checks(
             per_call_us(lambda: verify_envelope(Envelope.parse(body), card).digest(), count),
         ),
         Step("receipt: sign it with the log key (Ed25519)", per_call_us(sign_receipt, count)),
+        *(_timed(name, work, envelope, digest, count) for name, work in also),
     ]
+
+
+def _timed(
+    name: str,
+    work: Callable[[Envelope, bytes], object],
+    envelope: Envelope,
+    digest: bytes,
+    count: int,
+) -> Step:
+    """``work`` on a parsed, verified envelope and its digest, timed as a step."""
+    return Step(name, per_call_us(lambda: work(envelope, digest), count))
 
 
 @dataclass(frozen=True)

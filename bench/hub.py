@@ -768,8 +768,12 @@ class Rig:
             nonce=keys.httpsig.new_nonce(),
         )
         log_key = keys.logkey.LogKey.generate("bench")
+        audit = (
+            "audit: the note-accepted record and its leaf hash (decision 6)",
+            lambda envelope, digest: hub.events.note_accepted(envelope, digest, now_ms()),
+        )
         steps = required_checks(
-            body=body, headers=headers, url=url, card=sender.card, log_key=log_key
+            body=body, headers=headers, url=url, card=sender.card, log_key=log_key, also=[audit]
         )
         return tuple(steps)
 

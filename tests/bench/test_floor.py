@@ -107,16 +107,20 @@ def test_required_checks_time_the_real_work_on_a_real_post() -> None:
         created=int(time.time()),
         nonce=httpsig.new_nonce(),
     )
+    seen: list[tuple[object, bytes]] = []
     steps = required_checks(
         body=envelope,
         headers=headers,
         url=url,
         card=sender.card,
         log_key=LogKey.generate("test"),
+        also=[("audit record", lambda env, digest: seen.append((env.header.sender, digest)))],
         count=3,
     )
-    assert len(steps) == 4
+    assert len(steps) == 5 and steps[-1].name == "audit record"
     assert all(step.us > 0 for step in steps)
+    # the extra work gets the verified envelope and its digest, as the hub has them
+    assert {(str(sender_), len(digest)) for sender_, digest in seen} == {("polizei-essen", 32)}
 
 
 def test_required_checks_refuse_a_post_that_would_not_verify() -> None:
