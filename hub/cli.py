@@ -138,6 +138,7 @@ def serve(ctx: click.Context, /, **_: object) -> None:
       siko hub serve --config /etc/siko/hub.toml
       SIKO_PORT=9000 siko hub serve --appendfsync always
       siko hub serve --workers 4            # 4 processes on one port: one per core
+      siko hub serve --workers auto         # as many as this process has cores
 
     Give a Redis password through SIKO_REDIS_URL or the config file rather than
     --redis: other users of the machine can read command lines.

@@ -242,6 +242,24 @@ _FLOAT: Final = _Kind(
     from_text=lambda text: float(text.strip()), accepts=(int, float), convert=float
 )
 _PATH: Final = _Kind(from_text=Path, accepts=(str, Path), convert=Path)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at most :data:`MAX_WORKERS`."""
+    return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+
+
+def _workers_from_text(text: str) -> object:
+    word = text.strip()
+    return available_cores() if word == "auto" else int(word, 10)
+
+
+#: A worker count, or ``auto``: one worker per available core.
+_WORKERS: Final = _Kind(
+    from_text=_workers_from_text,
+    accepts=(int, str),
+    convert=lambda value: available_cores() if value == "auto" else value,
+)
 _PATHS: Final = _Kind(from_text=_paths_from_text, accepts=(list, tuple), convert=_paths_from_values)
 
 
@@ -302,10 +320,11 @@ SETTINGS: Final[tuple[SettingSpec, ...]] = (
         "workers",
         "--workers",
         "COUNT",
-        f"an integer 1-{MAX_WORKERS}",
+        f"an integer 1-{MAX_WORKERS}, or auto",
         "Hub worker processes serving HOST:PORT together, one per core (the hub is "
-        "CPU-bound); 1: one process, no supervisor.",
-        _INT,
+        "CPU-bound); 1: one process, no supervisor; auto: one per core this process may "
+        "use.",
+        _WORKERS,
         _int_between(1, MAX_WORKERS),
     ),
     SettingSpec(

@@ -193,10 +193,22 @@ def test_several_workers_run_the_supervisor(
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--workers", "0"], {}, "--workers='0' (command line): expected an integer 1-64"),
-        (["--workers", "65"], {}, "--workers='65' (command line): expected an integer 1-64"),
-        (["--workers", "two"], {}, "--workers='two' (command line): expected an integer 1-64"),
-        ([], {"SIKO_WORKERS": "0"}, "SIKO_WORKERS='0' (environment): expected an integer 1-64"),
+        (["--workers", "0"], {}, "--workers='0' (command line): expected an integer 1-64, or auto"),
+        (
+            ["--workers", "65"],
+            {},
+            "--workers='65' (command line): expected an integer 1-64, or auto",
+        ),
+        (
+            ["--workers", "two"],
+            {},
+            "--workers='two' (command line): expected an integer 1-64, or auto",
+        ),
+        (
+            [],
+            {"SIKO_WORKERS": "0"},
+            "SIKO_WORKERS='0' (environment): expected an integer 1-64, or auto",
+        ),
         (
             ["--workers", "2", "--port", "0"],
             {},

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.config import SETTINGS, ConfigError, Settings, mask_redis_url
+from hub.config import SETTINGS, ConfigError, Settings, available_cores, mask_redis_url
 from hub.errors import HubError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,27 +312,43 @@ def test_workers_default_to_one_process_and_come_from_every_source(toml: Path) -
 @pytest.mark.parametrize("value", ["0", "65", "two", "1.5", "-2", ""])
 def test_workers_refusals_name_the_source_and_the_range(value: str) -> None:
     assert refusal({"workers": value}) == (
-        f"--workers={value!r} (command line): expected an integer 1-64"
+        f"--workers={value!r} (command line): expected an integer 1-64, or auto"
     )
 
 
 def test_workers_refusals_from_environment_and_file(toml: Path) -> None:
     assert refusal(env={"SIKO_WORKERS": "65"}) == (
-        "SIKO_WORKERS='65' (environment): expected an integer 1-64"
+        "SIKO_WORKERS='65' (environment): expected an integer 1-64, or auto"
     )
     toml.write_text("workers = 'two'\n", encoding="utf-8")
     assert refusal(config_file=toml) == (
-        f"workers='two' (config file {toml}): expected an integer 1-64, got a string"
+        f"workers='two' (config file {toml}): expected an integer 1-64, or auto"
+    )
+    toml.write_text("workers = 1.5\n", encoding="utf-8")
+    assert refusal(config_file=toml) == (
+        f"workers=1.5 (config file {toml}): expected an integer 1-64, or auto, got a number"
     )
     toml.write_text("workers = 0\n", encoding="utf-8")
     assert refusal(config_file=toml) == (
-        f"workers=0 (config file {toml}): expected an integer 1-64"
+        f"workers=0 (config file {toml}): expected an integer 1-64, or auto"
     )
+
+
+def test_workers_auto_is_one_per_core_this_process_may_use(toml: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert available_cores() == min(cores, 64) >= 1
+    assert load(flags={"workers": "auto"}).workers == available_cores()
+    assert load(env={"SIKO_WORKERS": " auto "}).workers == available_cores()
+    toml.write_text("workers = 'auto'\n", encoding="utf-8")
+    assert load(config_file=toml).workers == available_cores()
+    assert refusal({"workers": "AUTO"}).endswith("expected an integer 1-64, or auto")
 
 
 @pytest.mark.parametrize("value", [0, 65, True, 2.0, "2"])
 def test_workers_constructor_refuses(value: object) -> None:
-    with pytest.raises(ConfigError, match=r"^workers=.* \(Settings\): expected an integer 1-64$"):
+    with pytest.raises(
+        ConfigError, match=r"^workers=.* \(Settings\): expected an integer 1-64, or auto$"
+    ):
         Settings(workers=value)  # type: ignore[arg-type]
 
 
