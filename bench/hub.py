@@ -67,7 +67,15 @@ import hub.store
 import keys.envelope
 import keys.httpsig
 import keys.logkey
-from bench._floor import Budget, FanOut, Step, Transfer, required_checks, transfer
+from bench._floor import (
+    Budget,
+    FanOut,
+    Step,
+    Transfer,
+    required_checks,
+    sign_post,
+    transfer,
+)
 from bench._harness import (
     CpuMeter,
     Dist,
@@ -667,17 +675,7 @@ class Presigned:
 
     def sign(self, agency: Identity, body: bytes) -> bytes:
         """Sign the post of ``body`` by ``agency`` now; ``body``, to be sent later."""
-        headers = keys.httpsig.sign_request(
-            method="POST",
-            target_uri=self.url,
-            headers={},
-            body=body,
-            key=agency.signing,
-            keyid=str(agency.key_id),
-            created=int(time.time()),
-            nonce=keys.httpsig.new_nonce(),
-        )
-        self._headers[id(body)] = headers | {"Content-Type": ENVELOPE}
+        self._headers[id(body)] = sign_post(agency, self.url, body) | {"Content-Type": ENVELOPE}
         return body
 
     async def send(self, c: int, body: bytes) -> object:
@@ -757,16 +755,7 @@ class Rig:
         """The checks every post needs (:func:`bench._floor.required_checks`), on ``body``."""
         url = f"{self.urls['hub']}/v1/channels/{CHANNEL}/notes"
         sender = self.agency_of(0)
-        headers = keys.httpsig.sign_request(
-            method="POST",
-            target_uri=url,
-            headers={},
-            body=body,
-            key=sender.signing,
-            keyid=str(sender.key_id),
-            created=int(time.time()),
-            nonce=keys.httpsig.new_nonce(),
-        )
+        headers = sign_post(sender, url, body)
         log_key = keys.logkey.LogKey.generate("bench")
         audit = (
             "audit: the note-accepted record and its leaf hash (decision 6)",

@@ -11,8 +11,17 @@ import time
 
 import pytest
 
-from bench._floor import Budget, FanOut, Step, Transfer, per_call_us, required_checks, transfer
-from keys import Identity, KeysError, Markings, Note, Suite, httpsig, seal
+from bench._floor import (
+    Budget,
+    FanOut,
+    Step,
+    Transfer,
+    per_call_us,
+    required_checks,
+    sign_post,
+    transfer,
+)
+from keys import Identity, KeysError, Markings, Note, Suite, seal
 from keys.logkey import LogKey
 from keys.markings import Classification, HandlingCode
 
@@ -86,7 +95,11 @@ def test_per_call_us_is_the_best_loop_not_the_mean() -> None:
     assert per_call_us(call, 3) < 1000.0
 
 
-def test_required_checks_time_the_real_work_on_a_real_post() -> None:
+URL = "https://hub.example/v1/channels/lage/notes"
+
+
+def a_post() -> tuple[Identity, bytes, dict[str, str]]:
+    """A sender, an envelope it sealed for itself and a reader, and the post's headers."""
     sender = Identity.generate("polizei-essen", suite=Suite.MLKEM768_X25519)
     reader = Identity.generate("sta-essen", suite=Suite.MLKEM768_X25519)
     envelope = seal(
@@ -96,22 +109,16 @@ def test_required_checks_time_the_real_work_on_a_real_post() -> None:
         recipients=[sender.card, reader.card],
         markings=Markings(Classification.VS_NFD, HandlingCode.H1),
     )
-    url = "https://hub.example/v1/channels/lage/notes"
-    headers = httpsig.sign_request(
-        method="POST",
-        target_uri=url,
-        headers={},
-        body=envelope,
-        key=sender.signing,
-        keyid=str(sender.key_id),
-        created=int(time.time()),
-        nonce=httpsig.new_nonce(),
-    )
+    return sender, envelope, sign_post(sender, URL, envelope)
+
+
+def test_required_checks_time_the_real_work_on_a_real_post() -> None:
+    sender, envelope, headers = a_post()
     seen: list[tuple[object, bytes]] = []
     steps = required_checks(
         body=envelope,
         headers=headers,
-        url=url,
+        url=URL,
         card=sender.card,
         log_key=LogKey.generate("test"),
         also=[("audit record", lambda env, digest: seen.append((env.header.sender, digest)))],
@@ -125,31 +132,13 @@ def test_required_checks_time_the_real_work_on_a_real_post() -> None:
 
 def test_required_checks_refuse_a_post_that_would_not_verify() -> None:
     """A forged body must fail here, not be timed: the floor is of work that succeeds."""
-    sender = Identity.generate("polizei-essen", suite=Suite.MLKEM768_X25519)
-    envelope = seal(
-        Note("Lagebild", subject="Bench", case_ref="AZ 1/26"),
-        sender=sender,
-        channel="lage",
-        recipients=[sender.card],
-        markings=Markings(Classification.VS_NFD, HandlingCode.H1),
-    )
-    url = "https://hub.example/v1/channels/lage/notes"
-    headers = httpsig.sign_request(
-        method="POST",
-        target_uri=url,
-        headers={},
-        body=envelope,
-        key=sender.signing,
-        keyid=str(sender.key_id),
-        created=int(time.time()),
-        nonce=httpsig.new_nonce(),
-    )
+    sender, envelope, headers = a_post()
     tampered = envelope[:-1] + bytes([envelope[-1] ^ 1])
     with pytest.raises(KeysError):
         required_checks(
             body=tampered,
             headers=headers,
-            url=url,
+            url=URL,
             card=sender.card,
             log_key=LogKey.generate("test"),
             count=1,

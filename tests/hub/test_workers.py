@@ -385,9 +385,9 @@ async def _refused(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--workers", "0"], "--workers='0' (command line): expected an integer 1-64"),
-        (["--workers", "65"], "--workers='65' (command line): expected an integer 1-64"),
-        (["--workers", "two"], "--workers='two' (command line): expected an integer 1-64"),
+        (["--workers", "0"], "--workers='0' (command line): expected an integer 1-64, or auto"),
+        (["--workers", "65"], "--workers='65' (command line): expected an integer 1-64, or auto"),
+        (["--workers", "two"], "--workers='two' (command line): expected an integer 1-64, or auto"),
         (
             ["--workers", "2", "--port", "0"],
             "--port='0' (command line): expected an integer 1-65535",
