@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -44,6 +45,26 @@ from tests.hub.conftest import (
 
 AUDITOR = "ldi-nrw"
 STEP_S = 10.0
+BUS_OFFSET = 10_000
+
+
+def cluster_ports() -> int:
+    """A free loopback port whose cluster bus port (10,000 higher) is free too.
+
+    Redis 6.2 puts a cluster node's bus on its port + 10,000 (no ``cluster-port`` yet), so
+    a port above 55,535 cannot serve, and the bus port must be free as well.
+    """
+    for _ in range(100):
+        port = free_loopback_port()
+        if port + BUS_OFFSET > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free pair of loopback ports for a cluster node")
 
 
 @pytest.fixture
@@ -51,12 +72,14 @@ async def cluster_node(tmp_path: Path) -> AsyncIterator[str]:
     """A one-node Redis Cluster of this test alone (every slot assigned); its URL."""
     folder = tmp_path / "cluster"
     folder.mkdir()
-    port = free_loopback_port()
+    port = cluster_ports()
+    log = folder / "redis.log"
     server = await asyncio.create_subprocess_exec(
         str(find_redis_server()),
         *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)),
         *("--cluster-enabled", "yes", "--cluster-config-file", str(folder / "nodes.conf")),
         *("--appendonly", "yes", "--appendfsync", "always", "--save", ""),
+        *("--logfile", str(log)),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -67,6 +90,8 @@ async def cluster_node(tmp_path: Path) -> AsyncIterator[str]:
                 with contextlib.suppress(redis.ConnectionError):
                     if client.ping():
                         break
+                if server.returncode is not None:
+                    pytest.fail(f"the cluster node exited: {log.read_text()[-2000:]}")
                 await asyncio.sleep(0.05)
             command = client.execute_command  # (redis-py's is untyped)
             command("CLUSTER", "ADDSLOTS", *range(16384))  # type: ignore[no-untyped-call]
@@ -77,7 +102,8 @@ async def cluster_node(tmp_path: Path) -> AsyncIterator[str]:
         client.close()
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        server.kill()
+        if server.returncode is None:
+            server.kill()
         await server.wait()
 
 
