@@ -45,6 +45,9 @@ from typing import ClassVar, Final
 
 PROBLEM_PREFIX: Final = "urn:siko:problem:"
 PROBLEM_JSON: Final = "application/problem+json"
+#: The hub's response header naming a problem's slug, for answers whose body a client
+#: cannot read (a refused WebSocket upgrade).
+PROBLEM_HEADER: Final = "Siko-Problem"
 MAX_PROBLEM_BYTES: Final = 64 * 1024
 MAX_DETAIL_CHARS: Final = 1000
 MAX_RETRY_AFTER: Final = 86_400
@@ -253,9 +256,16 @@ def error_from_problem(
     return cls(detail, status=status, problem_type=sent_type or None, retry_after=seconds)
 
 
-def error_from_status(status: int, detail: str, *, retry_after: str | None = None) -> ClientError:
-    """The exception for a non-2xx ``status`` without a body, e.g. a refused upgrade."""
-    cls = _class_for(status, "")
+def error_from_status(
+    status: int, detail: str, *, retry_after: str | None = None, problem: str | None = None
+) -> ClientError:
+    """The exception for a non-2xx ``status`` without a body, e.g. a refused upgrade.
+
+    ``problem`` is the hub's :data:`PROBLEM_HEADER` (the problem's slug), if it sent one:
+    a slug this SDK knows for this status names the class, anything else is ignored.
+    """
+    sent_type = PROBLEM_PREFIX + problem[:64] if problem else ""
+    cls = _class_for(status, sent_type)
     return cls(detail, status=status, retry_after=parse_retry_after(retry_after))
 
 

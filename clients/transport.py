@@ -36,6 +36,7 @@ from yarl import URL
 
 from clients.errors import (
     MAX_PROBLEM_BYTES,
+    PROBLEM_HEADER,
     HubUnreachable,
     ProtocolError,
     Unavailable,
@@ -278,9 +279,14 @@ class Transport:
         try:
             yield
         except aiohttp.WSServerHandshakeError as exc:
-            retry_after = exc.headers.get("Retry-After") if exc.headers else None
+            headers = exc.headers
             detail = f"the hub answered HTTP {exc.status} to the WebSocket upgrade"
-            raise error_from_status(exc.status, detail, retry_after=retry_after) from exc
+            raise error_from_status(
+                exc.status,
+                detail,
+                retry_after=headers.get("Retry-After") if headers else None,
+                problem=headers.get(PROBLEM_HEADER) if headers else None,
+            ) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
             raise HubUnreachable(f"no answer from {self._base}: {reason}") from exc

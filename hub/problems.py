@@ -26,6 +26,8 @@ from hub.errors import BadRequest, HubError, NotFound, TooLarge, Unavailable
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+#: Response header naming the problem's slug (the last part of its ``type``).
+PROBLEM_HEADER = "Siko-Problem"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,7 +40,10 @@ def problem_response(error: HubError) -> web.Response:
         "status": error.status,
         "detail": error.detail,
     }
-    headers = {}
+    # The slug also goes in a header: a client whose WebSocket upgrade is refused gets
+    # the status and headers but not the body (aiohttp, browsers), and can still tell
+    # which problem it was. It is the body's ``type`` again, nothing more.
+    headers = {PROBLEM_HEADER: error.slug}
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
     return web.Response(

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 
 import keys
 from clients.errors import (
+    PROBLEM_HEADER,
     ClientError,
     Conflict,
     Forbidden,
@@ -385,6 +386,29 @@ async def test_refused_upgrade_maps_its_status(hub: FakeHub, transport: Transpor
             pass  # pragma: no cover
     assert info.value.status == 403
     assert "WebSocket" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("not-member", NotMember),  # the hub names the problem: its class
+        ("too-many-live-channels", Forbidden),  # a 503 slug on a 403: the status decides
+        ("no-such-problem", Forbidden),  # a slug this SDK does not know
+        ("not-member" + "x" * 500, Forbidden),  # junk from a hostile server
+        ("not-member, forbidden", Forbidden),
+    ],
+)
+async def test_a_refused_upgrade_is_told_apart_by_the_problem_header(
+    hub: FakeHub, transport: Transport, header: str, expected: type[Exception]
+) -> None:
+    """The body of a refused upgrade never reaches the client; the header names it."""
+    hub.replies.append(problem(403, "not-member", "no read role", **{PROBLEM_HEADER: header}))
+    with pytest.raises(Forbidden) as info:
+        async with transport.websocket("/v1/live"):
+            pass  # pragma: no cover
+    assert type(info.value) is expected
+    assert info.value.status == 403
+    assert header not in str(info.value)  # nothing the server sent is echoed
 
 
 async def test_websocket_to_a_closed_port_is_hub_unreachable() -> None:

@@ -498,7 +498,8 @@ async def test_only_readers_may_subscribe(world: RunningHub) -> None:
     city = await world.client(CITY)
     prosecutor = await world.client(PROSECUTOR)
     for client in (city, prosecutor):  # a poster who may not read, and a non-member
-        with pytest.raises(Forbidden) as refused:
+        # the hub's problem header names it, though the upgrade's body never arrives
+        with pytest.raises(NotMember) as refused:
             await client.transport.open_websocket(
                 "/v1/subscribe", params=cursor("lage-sued", "0-0")
             )

@@ -245,6 +245,8 @@ def assert_problem(answer: Answer, status: int, slug: str, *needles: str) -> dic
     assert problem["type"] == f"urn:siko:problem:{slug}", problem
     assert problem["status"] == status
     assert set(problem) == {"type", "title", "status", "detail"}
+    # the slug again, for clients that cannot read the body (a refused WebSocket upgrade)
+    assert answer.headers["Siko-Problem"] == slug
     check_detail(problem["detail"], problem["title"], needles)
     return problem
 
