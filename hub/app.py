@@ -28,7 +28,17 @@ from typing import Final
 
 from aiohttp import web
 
-from hub import api_audit, api_channels, api_directory, api_notes, events, live, metrics, openapi
+from hub import (
+    api_audit,
+    api_channels,
+    api_directory,
+    api_notes,
+    events,
+    live,
+    metrics,
+    openapi,
+    redischeck,
+)
 from hub.auditlog import AuditLog
 from hub.auth import AUTHENTICATOR, PREFETCH, VERIFIED_AGENCY, Authenticator, auth_middleware
 from hub.bootstrap import BootstrapError, register_first_admins
@@ -128,16 +138,26 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _first_admins(store: Store, url: str, settings: Settings) -> None:
-    """Check that Redis answers, then register the first administrators.
+    """Check that Redis answers and can keep the hub's data, then register the first
+    administrators.
 
     Raises:
-        StartError: Redis does not answer, or a card cannot be registered.
+        StartError: Redis does not answer or cannot keep the data (:mod:`hub.redischeck`),
+            or a card cannot be registered.
     """
     if not await store.ping():
         raise StartError(
             f"Redis at {mask_redis_url(url)} does not answer; check the address and "
             "password in --redis (SIKO_REDIS_URL) and that the server is running"
         )
+    verdict = redischeck.judge(await store.server_info())
+    if verdict.refusals:
+        raise StartError(
+            f"the hub cannot keep its data in Redis at {mask_redis_url(url)}: "
+            + "; ".join(verdict.refusals)
+        )
+    for warning in verdict.warnings:
+        log.warning("Redis at %s: %s", mask_redis_url(url), warning)
     try:
         await register_first_admins(store, settings.admin_cards)
     except (BootstrapError, HubError) as exc:

@@ -239,6 +239,11 @@ class Store:
         except (RedisError, OSError):
             return False
 
+    async def server_info(self) -> dict[str, object]:
+        """The server's ``INFO`` (every default section), for :mod:`hub.redischeck`."""
+        info: dict[str, object] = await _call(self._redis.info())
+        return info
+
     # -- directory ------------------------------------------------------------------
 
     async def get_agency(self, agency: str) -> AgencyRecord | None:
