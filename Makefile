@@ -2,8 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NGINX := $(VENV)/nginx/usr/sbin/nginx
 
-.PHONY: run demo browser test style types lint-imports coverage bench clean
+.PHONY: run demo browser nginx test style types lint-imports coverage bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,8 +25,18 @@ browser:
 	test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
+## nginx: Debian's nginx binary for the TLS terminator test (tests/test_deploy.py),
+## unpacked into the virtualenv: never installed, so no service starts on the machine
+nginx: $(NGINX)
+$(NGINX): | $(STAMP)
+	mkdir -p $(VENV)/nginx
+	cd $(VENV)/nginx && { apt-get download nginx 2>/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && apt-get download nginx; }; }
+	cd $(VENV)/nginx && dpkg-deb -x nginx_*.deb . && rm nginx_*.deb
+	test -x $(NGINX)
+
 ## test: install if needed, then every check and the whole test suite
-test: $(STAMP) browser style types lint-imports
+test: $(STAMP) browser nginx style types lint-imports
 	PYTHONASYNCIODEBUG=1 $(PY) -m pytest -q
 
 style: $(STAMP)
