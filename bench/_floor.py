@@ -158,6 +158,7 @@ class Budget:
     loadgen_us: float  # the load generator's CPU per hub post
     redis_us: float  # Redis's CPU per hub post
     checks: tuple[Step, ...]
+    measured_us: float  # what the hub's processes spent per post in the same runs
 
     @property
     def machine_us(self) -> float:
@@ -174,16 +175,22 @@ class Budget:
         """The bare endpoint's own work plus the required checks."""
         return self.bare_us + sum(step.us for step in self.checks)
 
+    @property
+    def beyond_floor_us(self) -> float:
+        """What the hub measured spends per post beyond its floor."""
+        return self.measured_us - self.floor_us
+
     def verdict(self) -> str:
-        """Whether a hub of this process model can reach the goal here."""
+        """Whether a hub of this process model can reach the goal here, and this one."""
         gap = self.floor_us - self.hub_us
+        spent = f"this hub spends {self.beyond_floor_us:,.0f} µs per post beyond its floor"
         if gap > 0:
             return (
                 f"the floor is {gap:,.0f} µs above the budget: on this machine no hub that "
                 "does the required checks in aiohttp reaches the goal, however the rest of "
-                "it is written"
+                f"it is written ({spent})"
             )
-        return f"the floor fits: the rest of the hub may cost up to {-gap:,.0f} µs per post"
+        return f"the floor fits: the rest of the hub may cost up to {-gap:,.0f} µs; {spent}"
 
 
 @dataclass(frozen=True)

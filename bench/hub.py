@@ -919,6 +919,7 @@ def budget_of(runs: Sequence[Throughput], checks: Sequence[Step]) -> Budget:
         loadgen_us=per_hub_post("loadgen"),
         redis_us=per_hub_post("redis"),
         checks=tuple(checks),
+        measured_us=per_hub_post("hub"),
     )
 
 
@@ -939,6 +940,8 @@ def budget_section(budget: Budget) -> str:
             "**floor: the bare endpoint's work + the required checks**",
             f"**{budget.floor_us:,.0f}**",
         ],
+        ["the hub measured in these runs, per post", f"{budget.measured_us:,.0f}"],
+        ["  of which beyond its floor", f"{budget.beyond_floor_us:,.0f}"],
     ]
     return (
         md_table(["CPU per post", "µs"], rows)

@@ -36,6 +36,7 @@ def budget(bare_us: float, *checks: float) -> Budget:
         loadgen_us=100.0,
         redis_us=200 / 3,
         checks=tuple(Step(f"check {i}", us) for i, us in enumerate(checks)),
+        measured_us=900.0,
     )
 
 
@@ -45,6 +46,8 @@ def test_the_budget_is_the_machine_per_post_less_the_load_generator_and_redis() 
     assert b.hub_us == pytest.approx(500.0, abs=0.01)
     assert b.floor_us == pytest.approx(350.0)
     assert "the floor fits: the rest of the hub may cost up to 150 µs" in b.verdict()
+    assert b.beyond_floor_us == pytest.approx(550.0)
+    assert "this hub spends 550 µs per post beyond its floor" in b.verdict()
 
 
 def test_a_floor_above_the_budget_says_no_hub_reaches_the_goal_here() -> None:
@@ -52,6 +55,7 @@ def test_a_floor_above_the_budget_says_no_hub_reaches_the_goal_here() -> None:
     assert b.floor_us == pytest.approx(510.0)
     assert "the floor is 10 µs above the budget" in b.verdict()
     assert "no hub" in b.verdict()
+    assert "(this hub spends 390 µs per post beyond its floor)" in b.verdict()
 
 
 def fan_out(rate: int, post_us: float, *raw: float) -> FanOut:
