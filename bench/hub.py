@@ -87,6 +87,7 @@ from bench._harness import (
 )
 from clients.sdk import HubClient
 from clients.transport import Transport
+from hub.config import available_cores
 from hub.embedded import free_loopback_port
 from keys import AgencyCard, Identity, Markings, Note, Suite, VerifyKey, now_ms, save_card
 from keys import seal as seal_note
@@ -892,11 +893,6 @@ def throughput_section(runs: Sequence[Throughput]) -> str:
     )
 
 
-def cores() -> int:
-    """The cores this process (and so the whole benchmark) may run on."""
-    return len(os.sched_getaffinity(0))
-
-
 def _bare_us(runs: Sequence[Throughput]) -> float:
     bare = [r for r in runs if r.name == "bare"]
     return 1e6 * sum(r.cpu.used["bare"] for r in bare) / max(sum(r.done for r in bare), 1)
@@ -912,7 +908,7 @@ def budget_of(runs: Sequence[Throughput], checks: Sequence[Step]) -> Budget:
         return 1e6 * sum(r.cpu.used[name] for r in hubs) / hub_done
 
     return Budget(
-        cores=cores(),
+        cores=available_cores(),
         goal=THROUGHPUT_GOAL,
         bare_rate=sum(r.done for r in bare) / max(sum(r.elapsed_s for r in bare), 1e-9),
         bare_us=_bare_us(runs),
@@ -958,7 +954,7 @@ def fan_out_of(
     posts = budget.bare_us * bare.sent / 1e6  # the bare server's CPU for its posts
     spent = bare.cpu.used["bare"] - posts + bare.cpu.used["subscribers"]
     return FanOut(
-        cores=cores(),
+        cores=available_cores(),
         rate=plan.rate,
         subscribers=plan.subscribers,
         frame_us=1e6 * spent / max(bare.delivery.n, 1),

@@ -242,6 +242,7 @@ _FLOAT: Final = _Kind(
     from_text=lambda text: float(text.strip()), accepts=(int, float), convert=float
 )
 _PATH: Final = _Kind(from_text=Path, accepts=(str, Path), convert=Path)
+_PATHS: Final = _Kind(from_text=_paths_from_text, accepts=(list, tuple), convert=_paths_from_values)
 
 
 def available_cores() -> int:
@@ -260,7 +261,6 @@ _WORKERS: Final = _Kind(
     accepts=(int, str),
     convert=lambda value: available_cores() if value == "auto" else value,
 )
-_PATHS: Final = _Kind(from_text=_paths_from_text, accepts=(list, tuple), convert=_paths_from_values)
 
 
 # -- the table of settings -------------------------------------------------------------

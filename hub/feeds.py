@@ -48,7 +48,7 @@ from hub import policy
 from hub.directory import DamagedRecord
 from hub.errors import HubError, NotFound, TooManyLiveChannels, Unauthenticated, Unavailable
 from hub.records import AgencyRecord, Role
-from hub.store import Store, StoredNote
+from hub.store import MAX_POOL_CONNECTIONS, Store, StoredNote
 from keys import KeysError
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,9 @@ BLOCK_MS: Final = 1000
 BATCH: Final = 256
 QUEUE_LIMIT: Final = 10_000
 RETRY_CAP_S: Final = 2.0
-#: Channels one hub process follows live at most: half the store's pool
-#: (:data:`hub.store.MAX_POOL_CONNECTIONS`), so requests always find connections.
-MAX_FEEDS: Final = 256
+#: Channels one hub process follows live at most: half the store's pool, so requests
+#: always find connections.
+MAX_FEEDS: Final = MAX_POOL_CONNECTIONS // 2
 
 
 class Overflow(Exception):
@@ -323,21 +323,17 @@ class Feeds:
         """
         wanted = len(set(channels) - self._feeds.keys())
         if len(self._feeds) + wanted > self.limit:
-            raise self._full()
-
-    def _full(self) -> TooManyLiveChannels:
-        return TooManyLiveChannels(
-            f"this hub process follows {self.limit} channels live, its limit; retry "
-            "shortly (another process of the hub may have room) or subscribe to fewer",
-            retry_after=1,
-        )
+            raise TooManyLiveChannels(
+                f"this hub process follows {self.limit} channels live, its limit; retry "
+                "shortly (another process of the hub may have room) or subscribe to fewer",
+                retry_after=1,
+            )
 
     async def join(self, channel: str, subscriber: Subscriber) -> None:
         """Subscribe to live notes of ``channel``; its feed starts if it is not running."""
         feed = self._feeds.get(channel)
         if feed is None:
-            if len(self._feeds) >= self.limit:
-                raise self._full()
+            self.check_room((channel,))
             feed = self._feeds[channel] = ChannelFeed(self._store, channel)
         await feed.join(subscriber)
 

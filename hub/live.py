@@ -124,17 +124,16 @@ async def _recheck(
     With ``wait``, waits while Redis is away (notes are held back meanwhile); without,
     raises :class:`Unavailable`.
     """
-    delay = 0.05
+    store, delay = request.app[STORE], 0.05
     while True:
         try:
-            rec, entries = await request.app[STORE].access_records(channel, [caller.agency])
+            rec, entries = await store.access_records(channel, [caller.agency])
         except Unavailable:
             if not wait:
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_CAP_S)
             continue
-        store = request.app[STORE]
         verdict = access_verdicts(store, channel, rec, [caller.agency], entries)[caller.agency]
         refusal = refusal_of(verdict, str(caller.card.key_id))
         if refusal is not None:
